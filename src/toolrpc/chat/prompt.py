@@ -1,0 +1,189 @@
+"""A conversation and its tools as one prompt, through the model's chat template.
+
+Tools reach the model in one of two ways, chosen by `ChatTemplate.renders_tools`:
+
+- natively, when the template renders `tools` itself (Qwen2.5, Llama 3.1, Hermes 2 Pro, ...):
+  tools, assistant tool calls and tool results are passed in the OpenAI shapes that transformers'
+  chat templates expect, and the template words them as the model was trained to see them;
+- as text, when it does not (SmolLM2's plain ChatML, `DEFAULT_CHATML_TEMPLATE`): the tool list and
+  how to call go into the system prompt (`TOOL_INSTRUCTIONS`), each past call becomes a
+  `<tool_call>` block in its assistant message and each result a `<tool_response>` block in a user
+  message: the Hermes format, which `toolcalls.HERMES` parses back.
+
+Past calls and results are rendered even when no tools are offered this time (the loop guard's
+final answer), so the model sees what happened; only the tool list is left out.
+
+`system`, when given, is the conversation's system prompt: it replaces the content of a system
+message that opens the history, or becomes the first message. Replacing rather than adding keeps
+one system prompt, the most many templates accept, and lets a client change it between calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from toolrpc.chat.template import ChatTemplate
+from toolrpc.protocol import Message, Tool, ToolCall
+
+TOOL_INSTRUCTIONS = """\
+# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+For each function call, return a json object with function name and arguments within \
+<tool_call></tool_call> XML tags, one <tool_call> block per call:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>
+
+If no function is needed, answer the user directly, without any <tool_call>.
+The results of calls come back in <tool_response></tool_response> blocks. NEVER repeat a call \
+whose result is already in the conversation: answer from that result instead."""
+"""Appended to the system prompt when the template does not render tools; `{tools}` is the tool
+list, one OpenAI-form JSON object per line."""
+
+
+def render_prompt(
+    template: ChatTemplate,
+    messages: Sequence[Message],
+    tools: Sequence[Tool],
+    *,
+    system: str | None = None,
+) -> str:
+    """The prompt that asks the model for the next assistant message.
+
+    A pure function of its inputs. Raises `InvalidParams` when the template refuses the
+    conversation and `ToolRpcError` when the template itself fails (see `ChatTemplate.render`).
+    """
+    history = _with_system(messages, system)
+    if template.renders_tools:
+        return template.render(_native_messages(history), tools=_tool_dicts(tools) or None)
+    return template.render(_textual_messages(history, tools))
+
+
+def _with_system(messages: Sequence[Message], system: str | None) -> list[Message]:
+    if system is None:
+        return list(messages)
+    if messages and messages[0].role == "system":
+        return [messages[0].model_copy(update={"content": system}), *messages[1:]]
+    return [Message(role="system", content=system), *messages]
+
+
+def _tool_dicts(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.function.name,
+                "description": tool.function.description,
+                "parameters": tool.function.parameters,
+            },
+        }
+        for tool in tools
+    ]
+
+
+def _text(content: object) -> str:
+    """Message content as text: None is empty, a JSON value (a tool result) is its JSON."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return json.dumps(content, ensure_ascii=False)
+
+
+def _call_names(history: Sequence[Message]) -> dict[str, str]:
+    """Tool name by call id, to name results that do not carry their tool's name."""
+    return {call.id: call.name for message in history for call in message.tool_calls or ()}
+
+
+def _result_name(message: Message, call_names: Mapping[str, str]) -> str | None:
+    return message.name or call_names.get(message.tool_call_id or "")
+
+
+def _native_messages(history: Sequence[Message]) -> list[dict[str, Any]]:
+    call_names = _call_names(history)
+    return [_native_message(message, call_names) for message in history]
+
+
+def _native_message(message: Message, call_names: Mapping[str, str]) -> dict[str, Any]:
+    if message.role == "tool":
+        return {
+            "role": "tool",
+            "tool_call_id": message.tool_call_id,
+            "name": _result_name(message, call_names),
+            "content": _text(message.content),
+        }
+    if not message.tool_calls:
+        return {"role": message.role, "content": _text(message.content)}
+    return {
+        "role": message.role,
+        # None leaves the key out, as transformers does; templates test `message.content`.
+        "content": message.content,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ],
+    }
+
+
+def _textual_messages(history: Sequence[Message], tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    call_names = _call_names(history)
+    out: list[dict[str, Any]] = []
+    previous: Message | None = None
+    for message in history:
+        if message.role == "tool":
+            block = _tool_response_text(message, call_names)
+            if previous is not None and previous.role == "tool":
+                out[-1]["content"] += "\n" + block
+            else:
+                out.append({"role": "user", "content": block})
+        elif message.tool_calls:
+            text = _text(message.content)
+            calls = "\n".join(_tool_call_text(call) for call in message.tool_calls)
+            out.append({"role": message.role, "content": f"{text}\n{calls}" if text else calls})
+        else:
+            out.append({"role": message.role, "content": _text(message.content)})
+        previous = message
+    if tools:
+        _add_tool_instructions(out, tools)
+    return out
+
+
+def _tool_call_text(call: ToolCall) -> str:
+    body = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
+    return f"<tool_call>\n{body}\n</tool_call>"
+
+
+def _tool_response_text(message: Message, call_names: Mapping[str, str]) -> str:
+    response: dict[str, Any] = {}
+    name = _result_name(message, call_names)
+    if name is not None:
+        response["name"] = name
+    response["content"] = "" if message.content is None else message.content
+    return f"<tool_response>\n{json.dumps(response, ensure_ascii=False)}\n</tool_response>"
+
+
+def _add_tool_instructions(out: list[dict[str, Any]], tools: Sequence[Tool]) -> None:
+    """Append the tool instructions to the system message of `out`, adding one if needed."""
+    listing = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in _tool_dicts(tools))
+    instructions = TOOL_INSTRUCTIONS.format(tools=listing)
+    if out and out[0]["role"] == "system":
+        system = out[0]["content"]
+        out[0] = {
+            "role": "system",
+            "content": f"{system}\n\n{instructions}" if system else instructions,
+        }
+    else:
+        out.insert(0, {"role": "system", "content": instructions})

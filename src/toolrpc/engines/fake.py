@@ -1,0 +1,98 @@
+"""A deterministic scripted Engine, for tests and `--engine fake` demos.
+
+`FakeEngine` answers each request with the next reply of its script (or a reply computed from
+the request), streamed in small pieces. It honours `stop`, `max_new_tokens` (one "token" per
+piece) and a context length, counts prompt "tokens" as whitespace-separated words, records every
+request it saw (so tests can check prompts and constraints), and can be told to wait between
+pieces so cancellation can be tested. Closing the stream early is recorded in `num_cancelled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator, Callable, Iterable
+
+from toolrpc.engines.base import Chunk, EngineInfo, GenerationRequest, TokenUsage
+from toolrpc.errors import ContextLengthExceeded, GenerationCancelled
+from toolrpc.types import EngineFinishReason
+
+Reply = str | Callable[[GenerationRequest], str]
+
+FAKE_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def default_reply(request: GenerationRequest) -> str:
+    """The reply when the script is exhausted: says what it is, so demos are self-explanatory."""
+    return "This is toolrpc's fake engine: it has no model, so this answer is scripted."
+
+
+class FakeEngine:
+    """A scripted Engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        script: Iterable[Reply] = (),
+        *,
+        context_length: int = 4096,
+        piece_delay_s: float = 0.0,
+        fallback: Reply = default_reply,
+    ) -> None:
+        self.script = list(script)
+        self.context_length = context_length
+        self.piece_delay_s = piece_delay_s
+        self.fallback = fallback
+        self.requests: list[GenerationRequest] = []
+        self.num_cancelled = 0
+        self.is_closed = False
+
+    @property
+    def info(self) -> EngineInfo:
+        """A ChatML template and the configured context length."""
+        return EngineInfo(
+            model_name="fake",
+            context_length=self.context_length,
+            chat_template=FAKE_CHAT_TEMPLATE,
+            eos_token="<|im_end|>",
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Stream the next scripted reply. Raises `ContextLengthExceeded` like a real engine."""
+        if self.is_closed:
+            raise GenerationCancelled("the engine is shutting down")
+        prompt_tokens = len(request.prompt.split())
+        if prompt_tokens >= self.context_length:
+            raise ContextLengthExceeded(prompt_tokens, self.context_length)
+        self.requests.append(request)
+        reply = self.script.pop(0) if self.script else self.fallback
+        text = reply(request) if callable(reply) else reply
+        text, reason = _apply_stop(text, request.stop)
+        pieces = re.findall(r"\s*\S+|\s+", text)
+        if len(pieces) > request.max_new_tokens:
+            pieces = pieces[: request.max_new_tokens]
+            reason = "length"
+        finished = False
+        try:
+            for piece in pieces:
+                if self.piece_delay_s:
+                    await asyncio.sleep(self.piece_delay_s)
+                yield Chunk(piece)
+            finished = True
+            yield Chunk("", reason, TokenUsage(prompt_tokens, len(pieces)))
+        finally:
+            if not finished:
+                self.num_cancelled += 1
+
+    async def aclose(self) -> None:
+        """Refuse further requests."""
+        self.is_closed = True
+
+
+def _apply_stop(text: str, stop: tuple[str, ...]) -> tuple[str, EngineFinishReason]:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], "stop") if cut >= 0 else (text, "stop")

@@ -1,0 +1,274 @@
+"""llama.cpp (GGUF) as a ModelRunner, through llama-cpp-python's low-level bindings.
+
+One llama.cpp context holds `num_slots` sequences, each its own sequence id in the KV cache;
+every step is one `llama_decode` over a batch with the decode token of each running sequence
+and prompt chunks of newly admitted ones. The high-level `llama_cpp.Llama` class serves one
+sequence at a time, so the batch is built here, on the documented C API.
+
+Deliberate settings (both change greedy output, so they are fixed everywhere, benchmarks too):
+- `kv_unified=False`: each sequence gets its own `context_length` of KV. Batched greedy output
+  then matches single-sequence output token for token; with a unified cache it drifts.
+- flash attention off: the CPU build gains nothing from it on a model this size, and the
+  high-level `Llama` class (our raw baseline) uses the same setting.
+
+Grammars: a JSON Schema is compiled to GBNF by llama-cpp-python's `json_schema_to_gbnf`, and
+enforced by a grammar sampler first in the sequence's sampler chain.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+from llama_cpp import _internals
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from toolrpc.engines.base import Chunk, EngineInfo, GenerationRequest, SamplingParams
+from toolrpc.scheduling.loop import BatchLoop, LoopConfig
+from toolrpc.scheduling.runner import RunnerChunk, TokenSampler
+from toolrpc.types import JSONObject
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_K = 40
+DEFAULT_TOP_P = 0.95
+
+
+@dataclass(frozen=True)
+class LlamaCppOptions:
+    """How to load a GGUF model."""
+
+    model_path: Path
+    context_length: int = 4096
+    num_slots: int = 4
+    max_batch_tokens: int = 512
+    num_threads: int | None = None
+    verbose: bool = False
+
+
+class LlamaSampler:
+    """A llama.cpp sampler chain for one sequence (grammar first, then the sampling steps)."""
+
+    def __init__(self, handle: llama_cpp.llama_sampler_p) -> None:
+        self.handle: llama_cpp.llama_sampler_p | None = handle
+
+    def close(self) -> None:
+        """Free the native chain (idempotent)."""
+        if self.handle is not None:
+            llama_cpp.llama_sampler_free(self.handle)
+            self.handle = None
+
+
+class LlamaCppRunner:
+    """A ModelRunner over one GGUF model and one llama.cpp context (see the module docstring)."""
+
+    def __init__(self, options: LlamaCppOptions) -> None:
+        if not options.model_path.is_file():
+            raise FileNotFoundError(f"GGUF model not found: {options.model_path}")
+        logging.getLogger("llama-cpp-python").setLevel(
+            logging.DEBUG if options.verbose else logging.ERROR
+        )
+        llama_cpp.llama_backend_init()
+        self.options = options
+        model_params = llama_cpp.llama_model_default_params()
+        self._model = _internals.LlamaModel(
+            path_model=str(options.model_path), params=model_params, verbose=options.verbose
+        )
+        self._vocab = self._model.vocab
+        threads = options.num_threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = options.context_length * options.num_slots
+        params.n_batch = options.max_batch_tokens
+        params.n_ubatch = options.max_batch_tokens
+        params.n_seq_max = options.num_slots
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.kv_unified = False
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._context = _internals.LlamaContext(
+            model=self._model, params=params, verbose=options.verbose
+        )
+        self._ctx = self._context.ctx
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(options.max_batch_tokens, 0, 1)
+        self._piece = ctypes.create_string_buffer(256)
+        self._metadata = self._model.metadata()
+        self._bos_text = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
+        self._adds_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    @property
+    def num_slots(self) -> int:
+        """Sequences the KV cache holds at once."""
+        return self.options.num_slots
+
+    @property
+    def context_length(self) -> int:
+        """Tokens one sequence may hold."""
+        return self.options.context_length
+
+    def info(self) -> EngineInfo:
+        """Model name, context length and the chat template from the GGUF metadata."""
+        name = self._metadata.get("general.name") or self.options.model_path.stem
+        eos = llama_cpp.llama_vocab_eos(self._vocab)
+        return EngineInfo(
+            model_name=name,
+            context_length=self.options.context_length,
+            chat_template=self._metadata.get("tokenizer.chat_template"),
+            bos_token=self._bos_text,
+            eos_token=self._special_text(eos),
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt; BOS is added unless the text starts with it."""
+        add_bos = self._adds_bos and not (self._bos_text and text.startswith(self._bos_text))
+        tokens: list[int] = self._model.tokenize(text.encode("utf-8"), add_bos, True)
+        return tokens
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one generated token (special tokens render as nothing)."""
+        return self._piece_bytes(token_id, special=False)
+
+    def is_end_of_generation(self, token_id: int) -> bool:
+        """End of sequence or end of turn."""
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token_id))
+
+    def new_sampler(self, sampling: SamplingParams, json_schema: JSONObject | None) -> TokenSampler:
+        """A sampler chain; raises `ValueError` when the schema cannot become a grammar."""
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        sampler = LlamaSampler(chain)
+        try:
+            if json_schema is not None:
+                grammar = llama_cpp.llama_sampler_init_grammar(
+                    self._vocab, _to_gbnf(json_schema).encode("utf-8"), b"root"
+                )
+                if not grammar:
+                    raise ValueError("llama.cpp refused the grammar built from the JSON Schema")
+                llama_cpp.llama_sampler_chain_add(chain, grammar)
+            for step in _sampling_steps(sampling):
+                llama_cpp.llama_sampler_chain_add(chain, step)
+        except BaseException:
+            sampler.close()
+            raise
+        return sampler
+
+    def step(self, chunks: list[RunnerChunk]) -> list[int | None]:
+        """Decode all chunks in one `llama_decode`; sample where a chunk asks for it."""
+        batch = self._batch
+        outputs: list[int] = []
+        n = 0
+        for chunk in chunks:
+            if chunk.start == 0:
+                llama_cpp.llama_memory_seq_rm(self._memory, chunk.slot, -1, -1)
+            last = len(chunk.token_ids) - 1
+            for i, token in enumerate(chunk.token_ids):
+                batch.token[n] = token
+                batch.pos[n] = chunk.start + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = chunk.slot
+                batch.logits[n] = chunk.sampler is not None and i == last
+                n += 1
+            outputs.append(n - 1)
+        batch.n_tokens = n
+        code = llama_cpp.llama_decode(self._ctx, batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode failed with code {code}")
+        sampled: list[int | None] = []
+        for chunk, index in zip(chunks, outputs, strict=True):
+            if isinstance(chunk.sampler, LlamaSampler) and chunk.sampler.handle is not None:
+                sampled.append(
+                    llama_cpp.llama_sampler_sample(chunk.sampler.handle, self._ctx, index)
+                )
+            else:
+                sampled.append(None)
+        return sampled
+
+    def free_slot(self, slot: int) -> None:
+        """Drop the slot's KV cache."""
+        llama_cpp.llama_memory_seq_rm(self._memory, slot, -1, -1)
+
+    def close(self) -> None:
+        """Free the batch, the context and the model."""
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        self._context.close()  # type: ignore[no-untyped-call]
+        self._model.close()  # type: ignore[no-untyped-call]
+
+    def _piece_bytes(self, token_id: int, *, special: bool) -> bytes:
+        size = llama_cpp.llama_token_to_piece(self._vocab, token_id, self._piece, 256, 0, special)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(self._vocab, token_id, buffer, -size, 0, special)
+            return bytes(buffer.raw[:size])
+        return bytes(self._piece.raw[:size])
+
+    def _special_text(self, token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        return self._piece_bytes(token_id, special=True).decode("utf-8", errors="replace")
+
+
+def _to_gbnf(json_schema: JSONObject) -> str:
+    try:
+        return str(json_schema_to_gbnf(json.dumps(json_schema)))
+    except Exception as exc:  # the converter raises bare Exceptions for unsupported schemas
+        raise ValueError(f"cannot turn the JSON Schema into a grammar: {exc}") from exc
+
+
+def _sampling_steps(sampling: SamplingParams) -> list[llama_cpp.llama_sampler_p]:
+    """Samplers after the grammar: greedy, or top-k, top-p, temperature and a seeded draw."""
+    if sampling.is_greedy:
+        return [llama_cpp.llama_sampler_init_greedy()]
+    top_k = DEFAULT_TOP_K if sampling.top_k is None else sampling.top_k
+    top_p = DEFAULT_TOP_P if sampling.top_p is None else sampling.top_p
+    temperature = DEFAULT_TEMPERATURE if sampling.temperature is None else sampling.temperature
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF
+    steps = []
+    if top_k > 0:
+        steps.append(llama_cpp.llama_sampler_init_top_k(top_k))
+    steps += [
+        llama_cpp.llama_sampler_init_top_p(top_p, 1),
+        llama_cpp.llama_sampler_init_temp(temperature),
+        llama_cpp.llama_sampler_init_dist(seed),
+    ]
+    return steps
+
+
+class LlamaCppEngine:
+    """The Engine for GGUF models: a LlamaCppRunner driven by the batching loop."""
+
+    def __init__(self, runner: LlamaCppRunner, loop_config: LoopConfig | None = None) -> None:
+        self._info = runner.info()
+        self._loop = BatchLoop(runner, loop_config)
+
+    @classmethod
+    def load(
+        cls, options: LlamaCppOptions, loop_config: LoopConfig | None = None
+    ) -> LlamaCppEngine:
+        """Load the model (blocking: call it off the event loop)."""
+        return cls(LlamaCppRunner(options), loop_config)
+
+    @property
+    def info(self) -> EngineInfo:
+        """Model name, context length and chat template."""
+        return self._info
+
+    @property
+    def loop(self) -> BatchLoop:
+        """The batching loop (its scheduler and step count are useful to metrics and tests)."""
+        return self._loop
+
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Stream the continuation of the prompt (see `Engine.generate`)."""
+        return self._loop.generate(request)
+
+    async def aclose(self) -> None:
+        """Stop the loop and free the model."""
+        await self._loop.aclose()

@@ -1,0 +1,60 @@
+"""Values of one generation, shared by the engines and the scheduler below them.
+
+Frozen dataclasses only: a request to continue a prompt, how to sample, and the chunks of text
+that come back. Nothing here knows tools, conversations or HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from toolrpc.types import EngineFinishReason, JSONObject
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token; None means the engine's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+
+    @property
+    def is_greedy(self) -> bool:
+        """True when sampling is deterministic argmax (temperature 0)."""
+        return self.temperature is not None and self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: a rendered prompt and how to continue it.
+
+    `json_schema`, when set, constrains the whole output to a JSON value valid against it (a
+    grammar inside the engine); `stop` strings end generation and are not part of the output.
+    """
+
+    prompt: str
+    max_new_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    json_schema: JSONObject | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Token counts of one generation."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of generated text. The last chunk has `finish_reason` and `usage` set."""
+
+    text: str
+    finish_reason: EngineFinishReason | None = None
+    usage: TokenUsage | None = None

@@ -1,0 +1,204 @@
+"""The one async loop that drives a ModelRunner with the Scheduler.
+
+`BatchLoop.generate` queues a request and streams its chunks; a single background task runs
+`step()` = schedule, run (in the runner's worker thread), postprocess, and fans each sampled
+token out to its request's queue. Closing a request's stream (client gone, time limit) finishes
+its sequence before the next step, so its slot and KV cache are free within one step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from toolrpc.errors import ContextLengthExceeded, GenerationCancelled, Overloaded
+from toolrpc.generation import Chunk, GenerationRequest, TokenUsage
+from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
+from toolrpc.scheduling.scheduler import Scheduler
+from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
+from toolrpc.scheduling.text import TextAssembler
+from toolrpc.types import EngineFinishReason
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Limits of the batching loop."""
+
+    token_budget: int = 512
+    max_waiting: int = 64
+    request_timeout_s: float = 600.0
+    retry_after_s: float = 2.0
+
+
+@dataclass(eq=False)
+class _Request:
+    seq: Sequence
+    sampler: TokenSampler
+    text: TextAssembler
+    queue: asyncio.Queue[Chunk | BaseException] = field(default_factory=asyncio.Queue)
+
+
+class BatchLoop:
+    """Turns a ModelRunner into a stream of chunks per request, batching whatever runs at once."""
+
+    def __init__(self, runner: ModelRunner, config: LoopConfig | None = None) -> None:
+        self.runner = runner
+        self.config = config or LoopConfig()
+        self.scheduler = Scheduler(
+            num_slots=runner.num_slots,
+            token_budget=self.config.token_budget,
+            max_waiting=self.config.max_waiting,
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolrpc-runner")
+        self._requests: dict[int, _Request] = {}
+        self._retired: list[_Request] = []
+        self._ids = itertools.count()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.num_steps = 0
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Stream the continuation of `request.prompt`; see `Engine.generate` for the errors."""
+        if self._closed:
+            raise GenerationCancelled("the engine is shutting down")
+        prompt_ids = await self._call(self.runner.tokenize, request.prompt)
+        context_length = self.runner.context_length
+        if len(prompt_ids) >= context_length:
+            raise ContextLengthExceeded(len(prompt_ids), context_length)
+        if not self.scheduler.can_accept:
+            raise Overloaded("the request queue is full", self.config.retry_after_s)
+        sampler = await self._call(self.runner.new_sampler, request.sampling, request.json_schema)
+        max_new = min(request.max_new_tokens, context_length - len(prompt_ids))
+        seq = Sequence(seq_id=next(self._ids), prompt_ids=prompt_ids, max_new_tokens=max_new)
+        state = _Request(seq=seq, sampler=sampler, text=TextAssembler(request.stop))
+        if not self.scheduler.can_accept:  # filled up while the sampler was built
+            await self._call(sampler.close)
+            raise Overloaded("the request queue is full", self.config.retry_after_s)
+        self.scheduler.add(seq)
+        self._requests[seq.seq_id] = state
+        self._ensure_running()
+        self._wake.set()
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                while True:
+                    item = await state.queue.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+                    if item.finish_reason is not None:
+                        return
+        except TimeoutError:
+            raise GenerationCancelled(
+                f"generation ran past the time limit of {self.config.request_timeout_s:g} s"
+            ) from None
+        finally:
+            self._retire(state)
+
+    async def aclose(self) -> None:
+        """Fail every open request, stop the loop and release the runner."""
+        self._closed = True
+        for state in list(self._requests.values()):
+            state.queue.put_nowait(GenerationCancelled("the engine is shutting down"))
+            self._retire(state)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._release_retired()
+        await self._call(self.runner.close)
+        self._executor.shutdown(wait=True)
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a blocking runner call on the runner's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="toolrpc-batch-loop")
+
+    def _retire(self, state: _Request) -> None:
+        """Finish a request's sequence now; its sampler is closed after the step in flight."""
+        if self._requests.pop(state.seq.seq_id, None) is None:
+            return
+        self.scheduler.finish(state.seq)
+        self._retired.append(state)
+        self._wake.set()
+
+    async def _release_retired(self) -> None:
+        """Close retired samplers and drop freed slots' KV on the runner thread, between steps."""
+        samplers = [state.sampler for state in self._retired]
+        self._retired = []
+        slots = self.scheduler.take_freed_slots()
+        await self._call(_release, self.runner, samplers, slots)
+
+    async def _run(self) -> None:
+        while not self._closed:
+            if self._retired:
+                await self._release_retired()
+            if not self.scheduler.has_work:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._step()
+            except Exception as exc:  # a runner failure fails the requests in the batch
+                logger.exception("model step failed")
+                for state in list(self._requests.values()):
+                    if state.seq.status is SequenceStatus.RUNNING:
+                        state.queue.put_nowait(exc)
+                        self._retire(state)
+
+    async def _step(self) -> None:
+        chunks = self.scheduler.schedule()
+        if not chunks:
+            return
+        runner_chunks = [self._runner_chunk(c) for c in chunks]
+        sampled = await self._call(self.runner.step, runner_chunks)
+        self.num_steps += 1
+        self.scheduler.on_step_done(chunks)
+        for chunk, token in zip(chunks, sampled, strict=True):
+            state = self._requests.get(chunk.seq.seq_id)
+            if token is not None and state is not None:
+                self._on_token(state, token)
+
+    def _runner_chunk(self, chunk: ScheduledChunk) -> RunnerChunk:
+        assert chunk.seq.slot is not None
+        state = self._requests[chunk.seq.seq_id]
+        sampler = state.sampler if chunk.needs_sample else None
+        return RunnerChunk(chunk.seq.slot, chunk.start, chunk.token_ids, sampler)
+
+    def _on_token(self, state: _Request, token: int) -> None:
+        seq = state.seq
+        if self.runner.is_end_of_generation(token):
+            self._finish(state, state.text.flush(), "stop")
+            return
+        seq.output_ids.append(token)
+        text = state.text.push(self.runner.token_bytes(token))
+        if state.text.is_stopped:
+            self._finish(state, text, "stop")
+        elif seq.num_output >= seq.max_new_tokens:
+            self._finish(state, text + state.text.flush(), "length")
+        elif text:
+            state.queue.put_nowait(Chunk(text))
+
+    def _finish(self, state: _Request, text: str, reason: EngineFinishReason) -> None:
+        seq = state.seq
+        usage = TokenUsage(len(seq.prompt_ids), seq.num_output, seq.num_cached)
+        state.queue.put_nowait(Chunk(text, finish_reason=reason, usage=usage))
+        self._retire(state)
+
+
+def _release(runner: ModelRunner, samplers: list[TokenSampler], slots: list[int]) -> None:
+    for sampler in samplers:
+        sampler.close()
+    for slot in slots:
+        runner.free_slot(slot)

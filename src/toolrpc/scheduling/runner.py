@@ -1,0 +1,77 @@
+"""The ModelRunner seam: what a local backend gives the scheduler's loop.
+
+A runner holds one model and a KV cache with `num_slots` independent sequences. The loop calls it
+from a single worker thread, one method at a time, so implementations need no locking; every
+method may block (they never run on the event loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from toolrpc.generation import SamplingParams
+from toolrpc.types import JSONObject
+
+
+class TokenSampler(Protocol):
+    """Per-sequence sampling state (random generator, grammar) owned by a runner."""
+
+    def close(self) -> None:
+        """Release the sampler's native resources."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunnerChunk:
+    """Tokens to feed into `slot` at positions `start, start+1, ...`.
+
+    When `sampler` is set, the runner samples the next token from the last position's logits.
+    """
+
+    slot: int
+    start: int
+    token_ids: tuple[int, ...]
+    sampler: TokenSampler | None
+
+
+class ModelRunner(Protocol):
+    """One model, one KV cache of `num_slots` sequences, stepped a batch at a time."""
+
+    @property
+    def num_slots(self) -> int:
+        """How many sequences the KV cache holds at once."""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """Tokens one sequence may hold (prompt plus output)."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt (special tokens in the text are parsed)."""
+        ...
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes a token stands for in generated text (may be part of a UTF-8 character)."""
+        ...
+
+    def is_end_of_generation(self, token_id: int) -> bool:
+        """True for end-of-sequence / end-of-turn tokens."""
+        ...
+
+    def new_sampler(self, sampling: SamplingParams, json_schema: JSONObject | None) -> TokenSampler:
+        """A sampler for one sequence. Raises `ValueError` for a schema it cannot enforce."""
+        ...
+
+    def step(self, chunks: list[RunnerChunk]) -> list[int | None]:
+        """Run one batch; return, per chunk, the sampled token or None when not sampled."""
+        ...
+
+    def free_slot(self, slot: int) -> None:
+        """Drop everything the KV cache holds for `slot`."""
+        ...
+
+    def close(self) -> None:
+        """Release the model and the KV cache."""
+        ...

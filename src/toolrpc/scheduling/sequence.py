@@ -1,0 +1,75 @@
+"""A sequence: one request's tokens as the scheduler sees them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class SequenceStatus(enum.Enum):
+    """Where a sequence is in its life."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """The prompt and generated tokens of one request, and how many of them are in the KV cache.
+
+    `num_computed` counts the leading tokens whose keys and values the runner holds for this
+    sequence's slot; the next chunk to run is `token_ids[num_computed:]`, cut to the budget.
+    """
+
+    seq_id: int
+    prompt_ids: list[int]
+    max_new_tokens: int
+    output_ids: list[int] = field(default_factory=list)
+    status: SequenceStatus = SequenceStatus.WAITING
+    slot: int | None = None
+    num_computed: int = 0
+    num_cached: int = 0
+
+    @property
+    def token_ids(self) -> list[int]:
+        """Prompt followed by the generated tokens."""
+        return self.prompt_ids + self.output_ids
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt plus generated tokens."""
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def num_pending(self) -> int:
+        """Tokens not yet in the KV cache (1 while decoding: the last sampled token)."""
+        return self.num_tokens - self.num_computed
+
+    @property
+    def is_prefill(self) -> bool:
+        """True while part of the prompt is still to be computed."""
+        return self.num_computed < len(self.prompt_ids)
+
+    @property
+    def num_output(self) -> int:
+        """Generated tokens so far."""
+        return len(self.output_ids)
+
+
+@dataclass(frozen=True)
+class ScheduledChunk:
+    """Tokens of one sequence to run in this step, starting at position `start`.
+
+    When `needs_sample` is set the chunk reaches the end of the sequence's known tokens, so the
+    runner samples the next token from the logits of its last position.
+    """
+
+    seq: Sequence
+    start: int
+    token_ids: tuple[int, ...]
+
+    @property
+    def needs_sample(self) -> bool:
+        """Whether this chunk completes the sequence's known tokens."""
+        return self.start + len(self.token_ids) == self.seq.num_tokens
