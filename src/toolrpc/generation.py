@@ -58,3 +58,17 @@ class Chunk:
     text: str
     finish_reason: EngineFinishReason | None = None
     usage: TokenUsage | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Counters and gauges of an engine, read by `/metrics`."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    num_requests: int = 0
+    num_cancelled: int = 0
+    num_prompt_tokens: int = 0
+    num_generated_tokens: int = 0
+    num_cached_tokens: int = 0
+    num_steps: int = 0

@@ -89,8 +89,7 @@ def test_tool_calls_and_results_are_hermes_text_for_a_plain_chatml_template() ->
         "<|im_start|>user\nWeather in Zürich?<|im_end|>\n"
         "<|im_start|>assistant\n<tool_call>\n"
         '{"name": "get_weather", "arguments": {"city": "Zürich"}}\n</tool_call><|im_end|>\n'
-        "<|im_start|>user\n<tool_response>\n"
-        '{"name": "get_weather", "content": "21 °C"}\n</tool_response><|im_end|>\n'
+        "<|im_start|>user\nResult of get_weather: 21 °C<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
 
@@ -118,9 +117,7 @@ def test_consecutive_tool_results_share_one_user_message() -> None:
     prompt = render_prompt(smollm2(), history, [WEATHER])
 
     assert (
-        "<|im_start|>user\n<tool_response>\n"
-        '{"name": "get_weather", "content": "21"}\n</tool_response>\n<tool_response>\n'
-        '{"name": "get_weather", "content": "18"}\n</tool_response><|im_end|>\n'
+        "<|im_start|>user\nResult of get_weather: 21\nResult of get_weather: 18<|im_end|>\n"
     ) in prompt
     assert prompt.count("<|im_start|>user") == 2
 
@@ -130,7 +127,7 @@ def test_past_tool_calls_are_still_rendered_when_no_tools_are_offered() -> None:
 
     assert "<tools>" not in prompt
     assert "<tool_call>\n" in prompt
-    assert '{"name": "get_weather", "content": "21 °C"}' in prompt
+    assert "Result of get_weather: 21 °C" in prompt
 
 
 def test_tools_and_tool_calls_are_rendered_natively_for_qwen2_5() -> None:
@@ -163,7 +160,7 @@ def test_a_tool_result_without_a_name_is_named_after_its_call() -> None:
     history = [*TOOL_TURN[:2], Message(role="tool", tool_call_id="call_1", content="21 °C")]
 
     assert render_prompt(qwen(), history, []) == render_prompt(qwen(), TOOL_TURN, [])
-    assert '"name": "get_weather", "content"' in render_prompt(smollm2(), history, [])
+    assert "Result of get_weather: 21 °C" in render_prompt(smollm2(), history, [])
 
 
 def test_system_param_comes_first_when_the_history_has_no_system_message() -> None:
@@ -205,7 +202,7 @@ def test_json_tool_results_are_serialized_as_json_without_ascii_escapes() -> Non
     textual = render_prompt(smollm2(), history, [WEATHER])
 
     assert '<tool_response>\n{"temp": 21, "city": "Zürich"}\n</tool_response>' in native
-    assert '{"name": "get_weather", "content": {"temp": 21, "city": "Zürich"}}' in textual
+    assert 'Result of get_weather: {"temp": 21, "city": "Zürich"}' in textual
 
 
 def test_render_prompt_leaves_its_inputs_unchanged_and_repeats_itself() -> None:

@@ -129,6 +129,17 @@ def test_strftime_now_and_loop_controls_and_generation_blocks_are_available() ->
     assert rendered == "4a"
 
 
+def test_namespace_and_dict_work_as_in_transformers() -> None:
+    template = ChatTemplate(
+        "{% set ns = namespace(count=0) %}{% for m in messages %}{% set ns.count = ns.count + 1 %}"
+        "{% endfor %}{{ ns.count }}|{{ dict(a=1) | tojson }}|{{ dict.fromkeys(['b']) | tojson }}"
+    )
+
+    rendered = template.render([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+
+    assert rendered == '2|{"a": 1}|{"b": null}'
+
+
 def test_special_tokens_are_passed_only_when_set() -> None:
     source = "{{ bos_token is defined }}/{{ eos_token }}"
 

@@ -7,8 +7,10 @@ Tools reach the model in one of two ways, chosen by `ChatTemplate.renders_tools`
   chat templates expect, and the template words them as the model was trained to see them;
 - as text, when it does not (SmolLM2's plain ChatML, `DEFAULT_CHATML_TEMPLATE`): the tool list and
   how to call go into the system prompt (`TOOL_INSTRUCTIONS`), each past call becomes a
-  `<tool_call>` block in its assistant message and each result a `<tool_response>` block in a user
-  message: the Hermes format, which `toolcalls.HERMES` parses back.
+  `<tool_call>` block in its assistant message (the Hermes format, which `toolcalls.HERMES`
+  parses back), and each result a line "Result of <name>: <content>" in a user message.
+  Measured on SmolLM2-135M: given Hermes `<tool_response>` blocks, it echoed the block back as
+  its answer; given the plain line, it answered from the result ("The weather in Paris is sunny.").
 
 Past calls and results are rendered even when no tools are offered this time (the loop guard's
 final answer), so the model sees what happened; only the tool list is left out.
@@ -27,6 +29,9 @@ from typing import Any
 from toolrpc.chat.template import ChatTemplate
 from toolrpc.protocol import Message, Tool, ToolCall
 
+RESULT_PREFIX = "Result of"
+"""How a tool result starts when the template does not render tools (see the module docstring)."""
+
 TOOL_INSTRUCTIONS = """\
 # Tools
 
@@ -44,8 +49,8 @@ For each function call, return a json object with function name and arguments wi
 </tool_call>
 
 If no function is needed, answer the user directly, without any <tool_call>.
-The results of calls come back in <tool_response></tool_response> blocks. NEVER repeat a call \
-whose result is already in the conversation: answer from that result instead."""
+The result of each call comes back in a message that starts with "Result of <function-name>:". \
+NEVER repeat a call whose result is already in the conversation: answer from that result instead."""
 """Appended to the system prompt when the template does not render tools; `{tools}` is the tool
 list, one OpenAI-form JSON object per line."""
 
@@ -167,12 +172,8 @@ def _tool_call_text(call: ToolCall) -> str:
 
 
 def _tool_response_text(message: Message, call_names: Mapping[str, str]) -> str:
-    response: dict[str, Any] = {}
-    name = _result_name(message, call_names)
-    if name is not None:
-        response["name"] = name
-    response["content"] = "" if message.content is None else message.content
-    return f"<tool_response>\n{json.dumps(response, ensure_ascii=False)}\n</tool_response>"
+    name = _result_name(message, call_names) or "the tool"
+    return f"{RESULT_PREFIX} {name}: {_text(message.content)}"
 
 
 def _add_tool_instructions(out: list[dict[str, Any]], tools: Sequence[Tool]) -> None:

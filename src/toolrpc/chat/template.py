@@ -197,5 +197,12 @@ class ChatTemplate:
             raise InvalidParams(f"the chat template refused the conversation: {exc}") from exc
         except jinja2.exceptions.SecurityError as exc:
             raise ToolRpcError(f"the chat template broke the sandbox: {exc}") from exc
-        except (jinja2.TemplateError, TypeError, ValueError, LookupError, AttributeError) as exc:
+        except (
+            jinja2.TemplateError,
+            TypeError,
+            ValueError,
+            LookupError,
+            AttributeError,
+            ArithmeticError,
+        ) as exc:
             raise ToolRpcError(f"the chat template failed: {type(exc).__name__}: {exc}") from exc

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from toolrpc.generation import (
     Chunk,
+    EngineStats,
     GenerationRequest,
     SamplingParams,
     TokenUsage,
@@ -23,6 +24,7 @@ __all__ = [
     "Chunk",
     "Engine",
     "EngineInfo",
+    "EngineStats",
     "GenerationRequest",
     "SamplingParams",
     "TokenUsage",
@@ -55,6 +57,10 @@ class Engine(Protocol):
         engine's queue is full, and `GenerationCancelled` when the engine is shutting down or the
         request ran past its time limit.
         """
+        ...
+
+    def stats(self) -> EngineStats:
+        """Current counters (requests, tokens, cancellations) and queue gauges."""
         ...
 
     async def aclose(self) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator, Callable, Iterable
 
-from toolrpc.engines.base import Chunk, EngineInfo, GenerationRequest, TokenUsage
+from toolrpc.engines.base import Chunk, EngineInfo, EngineStats, GenerationRequest, TokenUsage
 from toolrpc.errors import ContextLengthExceeded, GenerationCancelled
 from toolrpc.types import EngineFinishReason
 
@@ -49,6 +49,9 @@ class FakeEngine:
         self.fallback = fallback
         self.requests: list[GenerationRequest] = []
         self.num_cancelled = 0
+        self.num_running = 0
+        self.num_prompt_tokens = 0
+        self.num_generated_tokens = 0
         self.is_closed = False
 
     @property
@@ -77,16 +80,30 @@ class FakeEngine:
             pieces = pieces[: request.max_new_tokens]
             reason = "length"
         finished = False
+        self.num_running += 1
+        self.num_prompt_tokens += prompt_tokens
         try:
             for piece in pieces:
                 if self.piece_delay_s:
                     await asyncio.sleep(self.piece_delay_s)
+                self.num_generated_tokens += 1
                 yield Chunk(piece)
             finished = True
             yield Chunk("", reason, TokenUsage(prompt_tokens, len(pieces)))
         finally:
+            self.num_running -= 1
             if not finished:
                 self.num_cancelled += 1
+
+    def stats(self) -> EngineStats:
+        """What the fake engine has done so far."""
+        return EngineStats(
+            num_running=self.num_running,
+            num_requests=len(self.requests),
+            num_cancelled=self.num_cancelled,
+            num_prompt_tokens=self.num_prompt_tokens,
+            num_generated_tokens=self.num_generated_tokens,
+        )
 
     async def aclose(self) -> None:
         """Refuse further requests."""

@@ -29,7 +29,13 @@ import llama_cpp
 from llama_cpp import _internals
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from toolrpc.engines.base import Chunk, EngineInfo, GenerationRequest, SamplingParams
+from toolrpc.engines.base import (
+    Chunk,
+    EngineInfo,
+    EngineStats,
+    GenerationRequest,
+    SamplingParams,
+)
 from toolrpc.scheduling.loop import BatchLoop, LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk, TokenSampler
 from toolrpc.types import JSONObject
@@ -268,6 +274,10 @@ class LlamaCppEngine:
     def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Stream the continuation of the prompt (see `Engine.generate`)."""
         return self._loop.generate(request)
+
+    def stats(self) -> EngineStats:
+        """The batching loop's counters and gauges."""
+        return self._loop.stats()
 
     async def aclose(self) -> None:
         """Stop the loop and free the model."""

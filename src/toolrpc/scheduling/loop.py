@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from toolrpc.errors import ContextLengthExceeded, GenerationCancelled, Overloaded
-from toolrpc.generation import Chunk, GenerationRequest, TokenUsage
+from toolrpc.generation import Chunk, EngineStats, GenerationRequest, TokenUsage
 from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
 from toolrpc.scheduling.scheduler import Scheduler
 from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
@@ -45,6 +45,7 @@ class _Request:
     sampler: TokenSampler
     text: TextAssembler
     queue: asyncio.Queue[Chunk | BaseException] = field(default_factory=asyncio.Queue)
+    is_finished: bool = False
 
 
 class BatchLoop:
@@ -65,7 +66,22 @@ class BatchLoop:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._totals = {"requests": 0, "cancelled": 0, "prompt": 0, "generated": 0, "cached": 0}
         self.num_steps = 0
+
+    def stats(self) -> EngineStats:
+        """Counters since start and the current queue gauges."""
+        totals = self._totals
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            num_requests=totals["requests"],
+            num_cancelled=totals["cancelled"],
+            num_prompt_tokens=totals["prompt"],
+            num_generated_tokens=totals["generated"],
+            num_cached_tokens=totals["cached"],
+            num_steps=self.num_steps,
+        )
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Stream the continuation of `request.prompt`; see `Engine.generate` for the errors."""
@@ -86,17 +102,23 @@ class BatchLoop:
             raise Overloaded("the request queue is full", self.config.retry_after_s)
         self.scheduler.add(seq)
         self._requests[seq.seq_id] = state
+        self._totals["requests"] += 1
+        self._totals["prompt"] += len(prompt_ids)
         self._ensure_running()
         self._wake.set()
+        # The deadline bounds each wait, never a `yield`: the consumer may read from another
+        # task (or do other work) between chunks, and a timeout spanning a yield would cancel
+        # whichever task entered it instead of ending this stream.
+        deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
         try:
-            async with asyncio.timeout(self.config.request_timeout_s):
-                while True:
+            while True:
+                async with asyncio.timeout_at(deadline):
                     item = await state.queue.get()
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield item
-                    if item.finish_reason is not None:
-                        return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
         except TimeoutError:
             raise GenerationCancelled(
                 f"generation ran past the time limit of {self.config.request_timeout_s:g} s"
@@ -129,6 +151,10 @@ class BatchLoop:
         """Finish a request's sequence now; its sampler is closed after the step in flight."""
         if self._requests.pop(state.seq.seq_id, None) is None:
             return
+        if not state.is_finished:
+            self._totals["cancelled"] += 1
+        self._totals["generated"] += state.seq.num_output
+        self._totals["cached"] += state.seq.num_cached
         self.scheduler.finish(state.seq)
         self._retired.append(state)
         self._wake.set()
@@ -138,7 +164,12 @@ class BatchLoop:
         samplers = [state.sampler for state in self._retired]
         self._retired = []
         slots = self.scheduler.take_freed_slots()
-        await self._call(_release, self.runner, samplers, slots)
+        # Shielded: `aclose` cancels the loop task, and a cancelled job that had not started yet
+        # would never run, leaking these samplers and slots.
+        release = asyncio.get_running_loop().run_in_executor(
+            self._executor, _release, self.runner, samplers, slots
+        )
+        await asyncio.shield(release)
 
     async def _run(self) -> None:
         while not self._closed:
@@ -194,6 +225,7 @@ class BatchLoop:
         seq = state.seq
         usage = TokenUsage(len(seq.prompt_ids), seq.num_output, seq.num_cached)
         state.queue.put_nowait(Chunk(text, finish_reason=reason, usage=usage))
+        state.is_finished = True
         self._retire(state)
 
 

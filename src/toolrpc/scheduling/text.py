@@ -28,12 +28,11 @@ class TextAssembler:
         if self.is_stopped:
             return ""
         self._held += self._decoder.decode(data)
-        for stop in self._stop:
-            at = self._held.find(stop)
-            if at >= 0:
-                self.is_stopped = True
-                text, self._held = self._held[:at], ""
-                return text
+        found = [at for at in (self._held.find(stop) for stop in self._stop) if at >= 0]
+        if found:  # cut at the earliest stop string, whichever comes first in the list
+            self.is_stopped = True
+            text, self._held = self._held[: min(found)], ""
+            return text
         keep = self._longest_stop_prefix_suffix()
         cut = len(self._held) - keep
         text, self._held = self._held[:cut], self._held[cut:]

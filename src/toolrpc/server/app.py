@@ -28,6 +28,7 @@ from toolrpc.protocol import CreateMessageParams
 from toolrpc.rpc import Dispatcher
 from toolrpc.server.body import BodyTooLarge, read_body
 from toolrpc.server.errors import error_response, too_large_response
+from toolrpc.server.metrics import CONTENT_TYPE, ServerMetrics
 from toolrpc.server.sse import stream_response
 from toolrpc.service import ToolRpcService, load_tools
 
@@ -92,6 +93,7 @@ def create_app(
     app = FastAPI(title="toolrpc", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.toolrpc = build_state(settings, engine) if engine is not None else None
     app.state.settings = settings
+    metrics = ServerMetrics(lambda: app.state.toolrpc.engine.stats() if app.state.toolrpc else None)
 
     def state_of(request: Request) -> AppState:
         state: AppState | None = request.app.state.toolrpc
@@ -106,8 +108,25 @@ def create_app(
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ok", "model": state.engine.info.model_name})
 
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     @app.post("/rpc")
     async def rpc(request: Request) -> Response:
+        with metrics.latency.labels("/rpc").time():
+            response = await _rpc(request)
+        metrics.requests.labels("/rpc", str(response.status_code)).inc()
+        return response
+
+    @app.post("/stream")
+    async def stream(request: Request) -> Response:
+        with metrics.latency.labels("/stream").time():
+            response = await _stream(request)
+        metrics.requests.labels("/stream", str(response.status_code)).inc()
+        return response
+
+    async def _rpc(request: Request) -> Response:
         try:
             body = await read_body(request, settings.max_body_bytes)
         except BodyTooLarge as exc:
@@ -117,19 +136,13 @@ def create_app(
             return Response(status_code=204)
         return Response(json.dumps(answer), media_type="application/json")
 
-    @app.post("/stream")
-    async def stream(request: Request) -> Response:
+    async def _stream(request: Request) -> Response:
         try:
             body = await read_body(request, settings.max_body_bytes)
+            params = _stream_params(body)
+            events = state_of(request).service.stream_message(params)
         except BodyTooLarge as exc:
             return too_large_response(str(exc))
-        try:
-            params = _stream_params(body)
-        except ToolRpcError as exc:
-            return error_response(exc)
-        service = state_of(request).service
-        try:
-            events = service.stream_message(params)
         except ToolRpcError as exc:
             return error_response(exc)
         return await stream_response(request, events)

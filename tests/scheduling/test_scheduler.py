@@ -1,0 +1,287 @@
+"""Behaviour of the pure continuous-batching policy, stepped by hand without a model.
+
+Each test plays the runner itself: it asks the scheduler for a step, reports the step done and
+appends a sampled token to every sequence whose chunk needed one, as `BatchLoop` does.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from toolrpc.scheduling.scheduler import Scheduler
+from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
+
+SAMPLED_TOKEN = 7
+
+
+def make_seq(seq_id: int, num_prompt: int, max_new_tokens: int = 100) -> Sequence:
+    """A sequence whose prompt is `num_prompt` distinct token ids."""
+    prompt = [1000 * (seq_id + 1) + i for i in range(num_prompt)]
+    return Sequence(seq_id=seq_id, prompt_ids=prompt, max_new_tokens=max_new_tokens)
+
+
+def complete_step(scheduler: Scheduler, chunks: list[ScheduledChunk]) -> None:
+    """Mark a step computed and sample a token where a chunk asks for one.
+
+    `needs_sample` is read before any token is appended, as the loop does: it compares against
+    the sequence's current length, so it changes once the sequence grows.
+    """
+    sampled = [chunk.seq for chunk in chunks if chunk.needs_sample]
+    scheduler.on_step_done(chunks)
+    for seq in sampled:
+        seq.output_ids.append(SAMPLED_TOKEN)
+
+
+def run_step(scheduler: Scheduler) -> list[ScheduledChunk]:
+    """Schedule one step and complete it."""
+    chunks = scheduler.schedule()
+    complete_step(scheduler, chunks)
+    return chunks
+
+
+def ids(chunks: list[ScheduledChunk]) -> list[int]:
+    """The sequence ids of a step's chunks, in order."""
+    return [chunk.seq.seq_id for chunk in chunks]
+
+
+def test_impossible_limits_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        Scheduler(num_slots=0, token_budget=8, max_waiting=0)
+    with pytest.raises(ValueError):
+        Scheduler(num_slots=4, token_budget=3, max_waiting=0)
+    with pytest.raises(ValueError):
+        Scheduler(num_slots=1, token_budget=8, max_waiting=-1)
+
+
+def test_an_empty_scheduler_has_no_work_and_schedules_nothing() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=8, max_waiting=4)
+
+    assert not scheduler.has_work
+    assert scheduler.schedule() == []
+
+
+def test_sequences_are_admitted_up_to_the_number_of_slots() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=100, max_waiting=4)
+    seqs = [make_seq(i, 3) for i in range(3)]
+    for seq in seqs:
+        scheduler.add(seq)
+
+    chunks = run_step(scheduler)
+
+    assert ids(chunks) == [0, 1]
+    assert scheduler.running == seqs[:2]
+    assert list(scheduler.waiting) == [seqs[2]]
+    assert [seq.status for seq in seqs] == [
+        SequenceStatus.RUNNING,
+        SequenceStatus.RUNNING,
+        SequenceStatus.WAITING,
+    ]
+    assert {seqs[0].slot, seqs[1].slot} == {0, 1}
+    assert seqs[2].slot is None
+    assert scheduler.num_slots_free == 0
+
+
+def test_sequences_are_admitted_first_come_first_served() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=100, max_waiting=8)
+    # Arrival order differs from id order, and a later short prompt must not jump the queue.
+    seqs = [make_seq(3, 50), make_seq(1, 2), make_seq(2, 9), make_seq(0, 1)]
+    for seq in seqs:
+        scheduler.add(seq)
+
+    admitted: list[int] = []
+    for _ in seqs:
+        chunks = run_step(scheduler)
+        (chunk,) = chunks
+        admitted.append(chunk.seq.seq_id)
+        scheduler.finish(chunk.seq)
+
+    assert admitted == [3, 1, 2, 0]
+
+
+def test_decode_tokens_are_scheduled_before_prompt_chunks() -> None:
+    scheduler = Scheduler(num_slots=3, token_budget=100, max_waiting=4)
+    first, second = make_seq(0, 4), make_seq(1, 4)
+    scheduler.add(first)
+    scheduler.add(second)
+    run_step(scheduler)  # both prefilled in one step; both now decode
+    late = make_seq(2, 6)
+    scheduler.add(late)
+
+    chunks = run_step(scheduler)
+
+    assert ids(chunks) == [0, 1, 2]
+    assert [len(chunk.token_ids) for chunk in chunks] == [1, 1, 6]
+    assert [chunk.token_ids for chunk in chunks[:2]] == [(SAMPLED_TOKEN,), (SAMPLED_TOKEN,)]
+
+
+def test_running_prompts_are_continued_before_new_ones_are_admitted() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=4, max_waiting=4)
+    long = make_seq(0, 10)
+    scheduler.add(long)
+    run_step(scheduler)  # 4 of 10 prompt tokens
+    scheduler.add(make_seq(1, 3))
+
+    chunks = run_step(scheduler)
+
+    assert ids(chunks) == [0]
+    assert chunks[0].start == 4
+    assert len(chunks[0].token_ids) == 4
+
+
+def test_no_step_schedules_more_tokens_than_the_budget() -> None:
+    budget = 10
+    scheduler = Scheduler(num_slots=3, token_budget=budget, max_waiting=8)
+    seqs = [
+        make_seq(i, n, max_new_tokens=m)
+        for i, (n, m) in enumerate([(25, 3), (4, 8), (11, 2), (1, 5), (17, 4)])
+    ]
+    for seq in seqs:
+        scheduler.add(seq)
+
+    num_steps = 0
+    while scheduler.has_work:
+        chunks = run_step(scheduler)
+        assert chunks, "a scheduler with work must schedule something"
+        assert sum(len(chunk.token_ids) for chunk in chunks) <= budget
+        for chunk in chunks:
+            if chunk.seq.num_output >= chunk.seq.max_new_tokens:
+                scheduler.finish(chunk.seq)
+        num_steps += 1
+        assert num_steps < 100, "scheduler did not drain"
+
+    assert all(seq.status is SequenceStatus.FINISHED for seq in seqs)
+    assert [seq.num_output for seq in seqs] == [3, 8, 2, 5, 4]
+
+
+def test_a_long_prompt_is_prefilled_over_several_steps_while_running_sequences_keep_decoding() -> (
+    None
+):
+    scheduler = Scheduler(num_slots=3, token_budget=8, max_waiting=4)
+    short_a, short_b = make_seq(0, 2), make_seq(1, 3)
+    scheduler.add(short_a)
+    scheduler.add(short_b)
+    run_step(scheduler)
+    long = make_seq(2, 30)
+    scheduler.add(long)
+
+    prefill_chunks: list[ScheduledChunk] = []
+    prefill_samples: list[bool] = []
+    while long.is_prefill:
+        num_output_before = (short_a.num_output, short_b.num_output)
+        chunks = scheduler.schedule()
+        prefill_samples.append(chunks[2].needs_sample)
+        complete_step(scheduler, chunks)
+        assert ids(chunks) == [0, 1, 2]
+        assert [len(chunk.token_ids) for chunk in chunks[:2]] == [1, 1]
+        assert (short_a.num_output, short_b.num_output) == (
+            num_output_before[0] + 1,
+            num_output_before[1] + 1,
+        )
+        prefill_chunks.append(chunks[2])
+        assert len(prefill_chunks) < 10, "prefill did not finish"
+
+    assert [len(chunk.token_ids) for chunk in prefill_chunks] == [6, 6, 6, 6, 6]
+    assert [chunk.start for chunk in prefill_chunks] == [0, 6, 12, 18, 24]
+    assert sum((chunk.token_ids for chunk in prefill_chunks), ()) == tuple(long.prompt_ids)
+    assert prefill_samples == [False] * 4 + [True]
+    assert long.num_output == 1
+
+
+def test_only_the_chunk_reaching_the_end_of_known_tokens_needs_a_sample() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=4, max_waiting=1)
+    seq = make_seq(0, 9)
+    scheduler.add(seq)
+
+    planned: list[tuple[int, tuple[int, ...], bool]] = []
+    for _ in range(4):
+        (chunk,) = scheduler.schedule()
+        planned.append((chunk.start, chunk.token_ids, chunk.needs_sample))
+        complete_step(scheduler, [chunk])
+
+    prompt = tuple(seq.prompt_ids)
+    assert planned == [
+        (0, prompt[0:4], False),
+        (4, prompt[4:8], False),
+        (8, prompt[8:9], True),
+        (9, (SAMPLED_TOKEN,), True),
+    ]
+    assert seq.num_output == 2
+
+
+def test_adding_beyond_free_slots_plus_waiting_room_raises_overflow() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=8, max_waiting=1)
+    for i in range(3):
+        assert scheduler.can_accept
+        scheduler.add(make_seq(i, 2))
+
+    assert not scheduler.can_accept
+    with pytest.raises(OverflowError):
+        scheduler.add(make_seq(3, 2))
+
+    run_step(scheduler)  # two admitted, one waiting: still full
+
+    assert not scheduler.can_accept
+    with pytest.raises(OverflowError):
+        scheduler.add(make_seq(4, 2))
+
+
+def test_finishing_a_running_sequence_frees_its_slot_once_and_admits_the_next_waiting_one() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=8, max_waiting=2)
+    first, second = make_seq(0, 3), make_seq(1, 3)
+    scheduler.add(first)
+    scheduler.add(second)
+    run_step(scheduler)
+    slot = first.slot
+    assert slot is not None
+
+    scheduler.finish(first)
+
+    assert first.status is SequenceStatus.FINISHED
+    assert scheduler.num_slots_free == 1
+    assert scheduler.can_accept
+    assert scheduler.take_freed_slots() == [slot]
+    assert scheduler.take_freed_slots() == []
+
+    chunks = run_step(scheduler)
+
+    assert ids(chunks) == [1]
+    assert second.status is SequenceStatus.RUNNING
+    assert second.slot == slot
+
+
+def test_finishing_a_waiting_sequence_removes_it_without_freeing_a_slot() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=8, max_waiting=2)
+    running, waiting, behind = make_seq(0, 3), make_seq(1, 3), make_seq(2, 3)
+    for seq in (running, waiting, behind):
+        scheduler.add(seq)
+    run_step(scheduler)
+
+    scheduler.finish(waiting)
+
+    assert waiting.status is SequenceStatus.FINISHED
+    assert list(scheduler.waiting) == [behind]
+    assert scheduler.num_slots_free == 0
+    assert scheduler.take_freed_slots() == []
+
+    scheduler.finish(running)
+    run_step(scheduler)
+
+    assert scheduler.running == [behind]
+
+
+def test_finishing_a_sequence_twice_is_harmless() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=8, max_waiting=2)
+    running, waiting = make_seq(0, 3), make_seq(1, 3)
+    scheduler.add(running)
+    run_step(scheduler)
+    scheduler.add(waiting)
+
+    for _ in range(2):
+        scheduler.finish(running)
+        scheduler.finish(waiting)
+
+    assert scheduler.take_freed_slots() == [running.slot]
+    assert scheduler.num_slots_free == 2
+    assert scheduler.running == []
+    assert list(scheduler.waiting) == []
+    assert not scheduler.has_work
