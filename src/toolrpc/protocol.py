@@ -109,8 +109,8 @@ class SamplingFields(WireModel):
     max_new_tokens: Annotated[int, Field(ge=1)] = 512
     temperature: Annotated[float, Field(ge=0, le=5)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    seed: int | None = None
+    top_k: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**64)] | None = None
     stop: str | list[str] | None = None
 
     @field_validator("stop")

@@ -364,7 +364,7 @@ async def test_closing_the_loop_cancels_open_requests_and_closes_the_runner() ->
 
 
 async def test_closing_the_loop_right_after_requests_finish_still_releases_them() -> None:
-    for _ in range(20):  # the release races the close; repeat to catch a lost release
+    for _ in range(100):  # the release races the close; repeat to catch a lost release
         runner = ScriptedRunner(slots=2)
         loop = BatchLoop(runner)
         await asyncio.gather(collect(loop, request("ab")), collect(loop, request("cd")))

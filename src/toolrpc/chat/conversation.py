@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
 
 from toolrpc.chat.constraints import call_schema
 from toolrpc.chat.loopguard import TurnState
@@ -49,6 +52,10 @@ LOOP_GUARD_NOTE = (
     "Tool use is over for this request. Do not call any tool. Answer the user now, "
     "using the tool results above."
 )
+
+_LOCAL_REFS_ONLY: referencing.Registry[bool | Mapping[str, Any]] = referencing.Registry()
+"""Resolves a tool schema's `$ref`s within the schema only: a client's schema must not make the
+server fetch URLs (jsonschema's default registry does)."""
 
 
 @dataclass(frozen=True)
@@ -123,9 +130,13 @@ class ChatSession:
         if repeats:
             logger.info("loop guard: repeated call %s; answering without tools", repeats[0].name)
             guard = _Pass()
+            separator = "\n\n" if text.strip() else ""
             async for delta in self._generate(
                 guard, params, _guarded(history), [], constrained=False
             ):
+                if separator:  # keep the first pass's text apart from the final answer
+                    yield DeltaEvent(separator)
+                    text, separator = text + separator, ""
                 yield DeltaEvent(delta)
             _add_usage(total, guard.usage)
             text += guard.text
@@ -186,10 +197,15 @@ def _take_call(out: _Pass, event: ToolCallParsed | InvalidToolCall, tools: dict[
     if tool is None:
         logger.info("dropped call to a tool that was not offered: %s", event.name)
         return
+    schema = tool.function.parameters
     try:
-        jsonschema.validate(event.arguments, tool.function.parameters)
+        validator = jsonschema.validators.validator_for(schema)(schema, registry=_LOCAL_REFS_ONLY)
+        validator.validate(event.arguments)
     except jsonschema.ValidationError as exc:
         logger.info("dropped call to %s with invalid arguments: %s", event.name, exc.message)
+        return
+    except (referencing.exceptions.Unresolvable, RecursionError) as exc:
+        logger.info("dropped call to %s: its schema cannot be applied: %r", event.name, exc)
         return
     out.calls.append(ToolCall(id="", name=event.name, arguments=event.arguments))
 
@@ -237,7 +253,11 @@ def _tool_messages(pending: Sequence[ToolCall], results: Sequence[ToolResult]) -
                 {"tool_call_id": result.tool_call_id, "pending": list(by_id)},
             )
         seen.add(result.tool_call_id)
-        content = result.content if isinstance(result.content, str) else json.dumps(result.content)
+        content = (
+            result.content
+            if isinstance(result.content, str)
+            else json.dumps(result.content, ensure_ascii=False)
+        )
         if result.is_error:
             content = f"ERROR: {content}"
         messages.append(Message(role="tool", content=content, tool_call_id=call.id, name=call.name))

@@ -16,7 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from toolrpc.errors import ContextLengthExceeded, GenerationCancelled, Overloaded
+from toolrpc.errors import (
+    ContextLengthExceeded,
+    GenerationCancelled,
+    InvalidParams,
+    Overloaded,
+)
 from toolrpc.generation import Chunk, EngineStats, GenerationRequest, TokenUsage
 from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
 from toolrpc.scheduling.scheduler import Scheduler
@@ -93,7 +98,12 @@ class BatchLoop:
             raise ContextLengthExceeded(len(prompt_ids), context_length)
         if not self.scheduler.can_accept:
             raise Overloaded("the request queue is full", self.config.retry_after_s)
-        sampler = await self._call(self.runner.new_sampler, request.sampling, request.json_schema)
+        try:
+            sampler = await self._call(
+                self.runner.new_sampler, request.sampling, request.json_schema
+            )
+        except ValueError as exc:  # a schema the engine cannot turn into a grammar
+            raise InvalidParams(f"cannot constrain generation: {exc}") from exc
         max_new = min(request.max_new_tokens, context_length - len(prompt_ids))
         seq = Sequence(seq_id=next(self._ids), prompt_ids=prompt_ids, max_new_tokens=max_new)
         state = _Request(seq=seq, sampler=sampler, text=TextAssembler(request.stop))

@@ -1,0 +1,141 @@
+"""Imports go one way: server → rpc/service → chat → engines → scheduling → types.
+
+Every module under src/toolrpc is parsed with `ast` (nothing is imported), and each import,
+including ones inside functions and `if TYPE_CHECKING:` blocks, is checked against the rules of
+the layer the module belongs to. A failure names the module, the line and the import.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "src" / "toolrpc"
+
+
+@dataclass(frozen=True)
+class Import:
+    """One import statement's target, resolved to an absolute dotted name."""
+
+    module: str  # the importing module, e.g. toolrpc.scheduling.loop
+    target: str  # the imported module, e.g. toolrpc.errors or fastapi.responses
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.module} (line {self.line}) imports {self.target}"
+
+
+def module_name(path: Path) -> str:
+    """Dotted name of a file under src/toolrpc."""
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_toolrpc_module(name: str) -> bool:
+    """True when `name` is a module or package inside src/toolrpc."""
+    path = PACKAGE_DIR.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def imports_of(path: Path) -> list[Import]:
+    """Every import in one module, relative ones resolved against its package."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[Import] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [Import(module, alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                target = submodule if is_toolrpc_module(submodule) else base
+                found.append(Import(module, target, node.lineno))
+    return found
+
+
+ALL_IMPORTS = [imp for path in sorted(PACKAGE_DIR.rglob("*.py")) for imp in imports_of(path)]
+
+
+def is_within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def violations(layer: str, forbidden: list[str]) -> list[str]:
+    """Imports from modules in `layer` (a dotted prefix) of anything under `forbidden`."""
+    return [
+        f"{imp}, which {layer} must not import"
+        for imp in ALL_IMPORTS
+        if is_within(imp.module, layer) and any(is_within(imp.target, f) for f in forbidden)
+    ]
+
+
+def test_the_walk_sees_the_imports_of_every_layer() -> None:
+    importers = {imp.module for imp in ALL_IMPORTS}
+    targets = {(imp.module, imp.target) for imp in ALL_IMPORTS}
+
+    for layer in ["server", "rpc", "service", "chat", "engines", "scheduling"]:
+        assert any(is_within(m, f"toolrpc.{layer}") for m in importers), layer
+    assert ("toolrpc.scheduling.loop", "toolrpc.scheduling.scheduler") in targets
+    assert ("toolrpc.generation", "toolrpc.types") in targets
+
+
+def test_relative_imports_are_resolved_against_their_package(tmp_path: Path) -> None:
+    imports = {
+        imp.target
+        for imp in imports_of(PACKAGE_DIR / "scheduling" / "loop.py")
+        if imp.target.startswith("toolrpc")
+    }
+
+    assert "toolrpc.scheduling.text" in imports
+    assert all(is_toolrpc_module(target) for target in imports)
+
+
+def test_rpc_imports_nothing_above_or_beside_it() -> None:
+    forbidden = ["server", "chat", "engines", "scheduling", "service"]
+    assert violations("toolrpc.rpc", [f"toolrpc.{f}" for f in forbidden]) == []
+
+
+def test_service_does_not_import_the_server() -> None:
+    assert violations("toolrpc.service", ["toolrpc.server"]) == []
+
+
+def test_chat_knows_no_http_and_no_layer_above_it() -> None:
+    forbidden = ["toolrpc.server", "toolrpc.rpc", "toolrpc.service", "fastapi", "starlette"]
+    assert violations("toolrpc.chat", forbidden) == []
+
+
+def test_engines_know_no_http_wire_models_or_chat() -> None:
+    forbidden = [
+        *(f"toolrpc.{f}" for f in ["server", "rpc", "service", "chat", "protocol"]),
+        "fastapi",
+        "starlette",
+    ]
+    assert violations("toolrpc.engines", forbidden) == []
+
+
+def test_scheduling_knows_no_model_backend_http_wire_models_or_layer_above_it() -> None:
+    forbidden = [
+        *(f"toolrpc.{f}" for f in ["server", "rpc", "service", "chat", "engines", "protocol"]),
+        "fastapi",
+        "starlette",
+        "llama_cpp",
+    ]
+    assert violations("toolrpc.scheduling", forbidden) == []
+
+
+def test_shared_value_modules_import_only_types_and_errors_from_toolrpc() -> None:
+    allowed = ["toolrpc.types", "toolrpc.errors"]
+    shared = ["toolrpc.errors", "toolrpc.types", "toolrpc.generation"]
+    found = [
+        str(imp)
+        for imp in ALL_IMPORTS
+        if imp.module in shared
+        and is_within(imp.target, "toolrpc")
+        and not any(is_within(imp.target, a) for a in allowed)
+    ]
+    assert found == []
