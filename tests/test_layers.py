@@ -38,24 +38,29 @@ def is_toolrpc_module(name: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def imports_of(path: Path) -> list[Import]:
-    """Every import in one module, relative ones resolved against its package."""
-    module = module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+def imports_in(source: str, module: str, *, is_package: bool = False) -> list[Import]:
+    """Every import in one module's source, relative ones resolved against its package."""
+    package = module if is_package else module.rpartition(".")[0]
     found: list[Import] = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found += [Import(module, alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join([*anchor, base] if base else anchor)
+                parts = package.split(".")
+                anchor = ".".join(parts[: len(parts) - (node.level - 1)])
+                base = f"{anchor}.{base}" if base else anchor
             for alias in node.names:
-                submodule = f"{base}.{alias.name}"
+                submodule = f"{base}.{alias.name}"  # `from toolrpc import server` names a module
                 target = submodule if is_toolrpc_module(submodule) else base
                 found.append(Import(module, target, node.lineno))
     return found
+
+
+def imports_of(path: Path) -> list[Import]:
+    """Every import in one file under src/toolrpc."""
+    return imports_in(path.read_text(), module_name(path), is_package=path.name == "__init__.py")
 
 
 ALL_IMPORTS = [imp for path in sorted(PACKAGE_DIR.rglob("*.py")) for imp in imports_of(path)]
@@ -65,11 +70,11 @@ def is_within(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def violations(layer: str, forbidden: list[str]) -> list[str]:
+def violations(layer: str, forbidden: list[str], imports: list[Import] = ALL_IMPORTS) -> list[str]:
     """Imports from modules in `layer` (a dotted prefix) of anything under `forbidden`."""
     return [
         f"{imp}, which {layer} must not import"
-        for imp in ALL_IMPORTS
+        for imp in imports
         if is_within(imp.module, layer) and any(is_within(imp.target, f) for f in forbidden)
     ]
 
@@ -84,15 +89,35 @@ def test_the_walk_sees_the_imports_of_every_layer() -> None:
     assert ("toolrpc.generation", "toolrpc.types") in targets
 
 
-def test_relative_imports_are_resolved_against_their_package(tmp_path: Path) -> None:
-    imports = {
-        imp.target
-        for imp in imports_of(PACKAGE_DIR / "scheduling" / "loop.py")
-        if imp.target.startswith("toolrpc")
-    }
+def test_relative_and_from_package_imports_are_resolved_to_modules() -> None:
+    source = """
+from . import text
+from .runner import ModelRunner
+from ..errors import Overloaded
+from toolrpc import server
+import fastapi.responses
 
-    assert "toolrpc.scheduling.text" in imports
-    assert all(is_toolrpc_module(target) for target in imports)
+def lazy():
+    from toolrpc.engines.fake import FakeEngine
+"""
+    imports = imports_in(source, "toolrpc.scheduling.loop")
+
+    assert [imp.target for imp in imports] == [
+        "toolrpc.scheduling.text",
+        "toolrpc.scheduling.runner",
+        "toolrpc.errors",
+        "toolrpc.server",
+        "fastapi.responses",
+        "toolrpc.engines.fake",
+    ]
+
+
+def test_a_wrong_arrow_is_reported_with_module_line_and_import() -> None:
+    imports = imports_in("import os\nfrom toolrpc.server.app import create_app\n", "toolrpc.chat.x")
+
+    assert violations("toolrpc.chat", ["toolrpc.server"], imports) == [
+        "toolrpc.chat.x (line 2) imports toolrpc.server.app, which toolrpc.chat must not import"
+    ]
 
 
 def test_rpc_imports_nothing_above_or_beside_it() -> None:

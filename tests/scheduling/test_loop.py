@@ -42,7 +42,7 @@ class ScriptedSampler:
 class ScriptedRunner:
     """A ModelRunner that answers each prompt with the prompt reversed, then EOS.
 
-    `gate`, when given, is awaited (bounded) before every step numbered `num_free_steps` or later,
+    `gate`, when given, is waited on (bounded) in every step after the first `num_free_steps`,
     so a test can hold the runner mid-generation. `fail_when` decides, per batch, whether the step
     raises `RunnerFailure` instead of computing.
     """
@@ -311,7 +311,10 @@ async def test_the_time_limit_holds_when_the_stream_is_read_from_another_task() 
     gate = threading.Event()
     runner = ScriptedRunner(gate=gate, num_free_steps=1)
     async with batch_loop(runner, LoopConfig(request_timeout_s=0.05)) as loop:
-        async with asyncio.timeout(WAIT_S) as bound, aclosing(loop.generate(request("slow"))) as chunks:
+        async with (
+            asyncio.timeout(WAIT_S) as bound,
+            aclosing(loop.generate(request("slow"))) as chunks,
+        ):
             first = await asyncio.create_task(anext(chunks))
             with pytest.raises(GenerationCancelled) as caught:
                 await anext(chunks)
