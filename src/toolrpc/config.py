@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineKind = Literal["auto", "llama.cpp", "fake"]
@@ -70,3 +70,9 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     verbose_engine: bool = Field(False, description="show the engine's own (llama.cpp) logs")
+
+    @model_validator(mode="after")
+    def _batch_fits_the_slots(self) -> Settings:
+        if self.batch_tokens < self.parallel + 2:
+            raise ValueError("--batch-tokens must be at least --parallel + 2")
+        return self

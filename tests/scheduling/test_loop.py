@@ -3,7 +3,7 @@
 `ScriptedRunner` has one token per character (the token id is the code point) and answers every
 prompt with the prompt reversed, then end-of-sequence. It keeps a KV cache per slot as a list of
 token ids and fails loudly when a chunk does not continue exactly what its slot holds, so a slot
-reused without `free_slot` shows up as an error. Steps run on the loop's worker thread; the only
+reused without `trim_slot` shows up as an error. Steps run on the loop's worker thread; the only
 blocking in this module happens there (on a `threading.Event`), never on the event loop.
 """
 
@@ -98,9 +98,9 @@ class ScriptedRunner:
             sampled.append(None if chunk.sampler is None else self._sample(chunk.sampler, kv))
         return sampled
 
-    def free_slot(self, slot: int) -> None:
-        self.events.append(("free", slot))
-        self._kv.pop(slot, None)
+    def trim_slot(self, slot: int, keep: int) -> None:
+        self.events.append(("trim", slot))
+        self._kv[slot] = self._kv.get(slot, [])[:keep]
 
     def close(self) -> None:
         self.is_closed = True
@@ -166,7 +166,7 @@ async def test_a_request_streams_its_text_and_ends_with_stop_and_usage() -> None
     assert chunks[-1].usage.completion_tokens == 5
     assert len(chunks) > 2, "text is streamed token by token, not in one piece"
     assert runner.samplers[0].is_closed
-    assert ("free", 0) in runner.events
+    assert loop.scheduler.num_slots_free == runner.slots
     assert runner.is_closed
 
 
@@ -286,10 +286,11 @@ async def test_cancelling_the_consuming_task_frees_its_slot_for_a_queued_request
 
 
 def assert_freed_within_one_step(runner: ScriptedRunner, *, slot: int, after: int) -> None:
-    """`slot` was freed after event `after`, with at most one step (the one in flight) between."""
+    """`slot` was reused (trimmed for its next sequence) after event `after`, with at most one
+    step (the one in flight) between."""
     later = runner.events[after:]
-    assert ("free", slot) in later
-    steps_before_free = later[: later.index(("free", slot))]
+    assert ("trim", slot) in later
+    steps_before_free = later[: later.index(("trim", slot))]
     assert len([kind for kind, _ in steps_before_free if kind == "step"]) <= 1
 
 
@@ -303,7 +304,7 @@ async def test_a_request_past_its_time_limit_is_cancelled() -> None:
 
     assert caught.value.code == -32003
     assert runner.samplers[0].is_closed
-    assert ("free", 0) in runner.events
+    assert loop.scheduler.num_slots_free == runner.slots
 
 
 async def test_the_time_limit_holds_when_the_stream_is_read_from_another_task() -> None:
@@ -345,7 +346,8 @@ async def test_a_failing_step_fails_the_running_requests_and_the_loop_keeps_serv
     assert [type(outcome) for outcome in outcomes] == [RunnerFailure, RunnerFailure]
     assert text_of(chunks) == "retfa"
     assert all(sampler.is_closed for sampler in runner.samplers[:2])
-    assert {("free", 0), ("free", 1)} <= set(runner.events)
+    failed_prompts = ([ord(c) for c in "first request"], [ord(c) for c in "second request"])
+    assert not any(slot.cached in failed_prompts for slot in loop.scheduler.slots)
 
 
 async def test_closing_the_loop_cancels_open_requests_and_closes_the_runner() -> None:
@@ -375,4 +377,18 @@ async def test_closing_the_loop_right_after_requests_finish_still_releases_them(
             await loop.aclose()
 
         assert all(sampler.is_closed for sampler in runner.samplers)
-        assert {("free", 0), ("free", 1)} <= set(runner.events)
+
+
+async def test_a_follow_up_prompt_reuses_the_cached_prefix_and_reports_it() -> None:
+    runner = ScriptedRunner(slots=2)
+    async with batch_loop(runner) as loop:
+        first = await collect(loop, request("abc"))
+        follow_up = await collect(loop, request("abc" + "cba" + "de"))
+        stats = loop.stats()
+
+    assert text_of(first) == "cba"
+    assert first[-1].usage is not None and first[-1].usage.cached_tokens == 0
+    assert text_of(follow_up) == "edabccba"  # the runner checked every chunk continued its KV
+    assert follow_up[-1].usage is not None
+    assert follow_up[-1].usage.cached_tokens == 3  # the first prompt; its answer is recomputed
+    assert stats.num_cached_tokens == 3

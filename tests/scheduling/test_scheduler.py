@@ -48,7 +48,7 @@ def test_impossible_limits_are_rejected() -> None:
     with pytest.raises(ValueError):
         Scheduler(num_slots=0, token_budget=8, max_waiting=0)
     with pytest.raises(ValueError):
-        Scheduler(num_slots=4, token_budget=3, max_waiting=0)
+        Scheduler(num_slots=4, token_budget=5, max_waiting=0)
     with pytest.raises(ValueError):
         Scheduler(num_slots=1, token_budget=8, max_waiting=-1)
 
@@ -199,12 +199,15 @@ def test_only_the_chunk_reaching_the_end_of_known_tokens_needs_a_sample() -> Non
         complete_step(scheduler, [chunk])
 
     prompt = tuple(seq.prompt_ids)
-    assert planned == [
-        (0, prompt[0:4], False),
-        (4, prompt[4:8], False),
-        (8, prompt[8:9], True),
-        (9, (SAMPLED_TOKEN,), True),
-    ]
+    assert (
+        planned
+        == [
+            (0, prompt[0:4], False),
+            (4, prompt[4:7], False),  # shortened: the sampled chunk is never a single token
+            (7, prompt[7:9], True),
+            (9, (SAMPLED_TOKEN,), True),
+        ]
+    )
     assert seq.num_output == 2
 
 
@@ -239,8 +242,7 @@ def test_finishing_a_running_sequence_frees_its_slot_once_and_admits_the_next_wa
     assert first.status is SequenceStatus.FINISHED
     assert scheduler.num_slots_free == 1
     assert scheduler.can_accept
-    assert scheduler.take_freed_slots() == [slot]
-    assert scheduler.take_freed_slots() == []
+    assert scheduler.slots[slot].cached == first.token_ids[: first.num_computed]
 
     chunks = run_step(scheduler)
 
@@ -261,7 +263,6 @@ def test_finishing_a_waiting_sequence_removes_it_without_freeing_a_slot() -> Non
     assert waiting.status is SequenceStatus.FINISHED
     assert list(scheduler.waiting) == [behind]
     assert scheduler.num_slots_free == 0
-    assert scheduler.take_freed_slots() == []
 
     scheduler.finish(running)
     run_step(scheduler)
@@ -280,8 +281,107 @@ def test_finishing_a_sequence_twice_is_harmless() -> None:
         scheduler.finish(running)
         scheduler.finish(waiting)
 
-    assert scheduler.take_freed_slots() == [running.slot]
     assert scheduler.num_slots_free == 2
     assert scheduler.running == []
     assert list(scheduler.waiting) == []
     assert not scheduler.has_work
+
+
+def finished_in_slot(scheduler: Scheduler, seq: Sequence) -> int:
+    """Run `seq` alone through its prefill and first token, then finish it; returns its slot."""
+    scheduler.add(seq)
+    while seq.is_prefill or not seq.output_ids:
+        run_step(scheduler)
+    scheduler.finish(seq)
+    assert seq.slot is not None
+    return seq.slot
+
+
+def test_a_follow_up_reuses_the_slot_holding_its_prefix_and_prefills_only_the_rest() -> None:
+    scheduler = Scheduler(num_slots=3, token_budget=64, max_waiting=4)
+    first = make_seq(0, 10)
+    slot = finished_in_slot(scheduler, first)
+    scheduler.take_kv_trims()
+    follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 7, 8, 9], max_new_tokens=10)
+    scheduler.add(follow_up)
+
+    [chunk] = scheduler.schedule()
+
+    reused = len(first.prompt_ids)  # only prompt tokens are kept (module docstring)
+    assert follow_up.slot == slot
+    assert follow_up.num_cached == reused
+    assert chunk.start == reused
+    assert chunk.token_ids == tuple(follow_up.prompt_ids[reused:])
+    assert [(t.slot, t.keep) for t in scheduler.take_kv_trims()] == [(slot, reused)]
+
+
+def test_an_identical_prompt_still_computes_its_last_two_tokens() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=64, max_waiting=4)
+    first = make_seq(0, 6)
+    finished_in_slot(scheduler, first)
+    again = Sequence(seq_id=1, prompt_ids=list(first.prompt_ids), max_new_tokens=10)
+    scheduler.add(again)
+
+    [chunk] = scheduler.schedule()
+
+    assert again.num_cached == 4
+    assert chunk.token_ids == tuple(first.prompt_ids[-2:])
+    assert chunk.needs_sample
+
+
+def test_without_a_shared_prefix_an_empty_slot_is_taken_before_a_cached_one() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=64, max_waiting=4)
+    cached_slot = finished_in_slot(scheduler, make_seq(0, 5))
+    other = make_seq(1, 5)
+    scheduler.add(other)
+
+    scheduler.schedule()
+
+    assert other.slot != cached_slot
+    assert other.num_cached == 0
+    assert scheduler.slots[cached_slot].cached  # the cached prefix survives
+
+
+def test_when_every_idle_slot_holds_a_prefix_the_least_recently_used_is_evicted() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=64, max_waiting=4)
+    older = finished_in_slot(scheduler, make_seq(0, 5))
+    newer = finished_in_slot(scheduler, make_seq(1, 5))
+    assert older != newer
+    stranger = make_seq(2, 5)
+    scheduler.add(stranger)
+    scheduler.take_kv_trims()
+
+    scheduler.schedule()
+
+    assert stranger.slot == older
+    assert [(t.slot, t.keep) for t in scheduler.take_kv_trims()] == [(older, 0)]
+    assert scheduler.slots[newer].cached
+
+
+def test_finishing_without_keeping_the_cache_empties_the_slot() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=64, max_waiting=4)
+    seq = make_seq(0, 5)
+    scheduler.add(seq)
+    run_step(scheduler)
+    scheduler.take_kv_trims()
+
+    scheduler.finish(seq, keep_cache=False)
+
+    assert scheduler.slots[0].cached == []
+    assert [(t.slot, t.keep) for t in scheduler.take_kv_trims()] == [(0, 0)]
+
+
+def test_a_prompt_chunk_never_leaves_a_single_token_for_the_sampled_chunk() -> None:
+    for num_prompt in range(2, 12):
+        for budget in range(3, 8):
+            scheduler = Scheduler(num_slots=1, token_budget=budget, max_waiting=1)
+            seq = make_seq(0, num_prompt)
+            scheduler.add(seq)
+            sizes = []
+            while seq.is_prefill:
+                chunks = run_step(scheduler)
+                sizes += [len(c.token_ids) for c in chunks]
+
+            assert sum(sizes) == num_prompt
+            assert sizes[-1] >= 2, (num_prompt, budget, sizes)
+            assert min(sizes) >= 2, (num_prompt, budget, sizes)

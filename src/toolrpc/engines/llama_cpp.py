@@ -170,8 +170,6 @@ class LlamaCppRunner:
         outputs: list[int] = []
         n = 0
         for chunk in chunks:
-            if chunk.start == 0:
-                llama_cpp.llama_memory_seq_rm(self._memory, chunk.slot, -1, -1)
             last = len(chunk.token_ids) - 1
             for i, token in enumerate(chunk.token_ids):
                 batch.token[n] = token
@@ -195,9 +193,9 @@ class LlamaCppRunner:
                 sampled.append(None)
         return sampled
 
-    def free_slot(self, slot: int) -> None:
-        """Drop the slot's KV cache."""
-        llama_cpp.llama_memory_seq_rm(self._memory, slot, -1, -1)
+    def trim_slot(self, slot: int, keep: int) -> None:
+        """Drop the slot's KV cache from position `keep` on."""
+        llama_cpp.llama_memory_seq_rm(self._memory, slot, keep, -1)
 
     def close(self) -> None:
         """Free the batch, the context and the model."""

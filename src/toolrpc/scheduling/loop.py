@@ -24,7 +24,7 @@ from toolrpc.errors import (
 )
 from toolrpc.generation import Chunk, EngineStats, GenerationRequest, TokenUsage
 from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
-from toolrpc.scheduling.scheduler import Scheduler
+from toolrpc.scheduling.scheduler import KvTrim, Scheduler
 from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
 from toolrpc.scheduling.text import TextAssembler
 from toolrpc.types import EngineFinishReason
@@ -157,7 +157,7 @@ class BatchLoop:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="toolrpc-batch-loop")
 
-    def _retire(self, state: _Request) -> None:
+    def _retire(self, state: _Request, *, keep_cache: bool = True) -> None:
         """Finish a request's sequence now; its sampler is closed after the step in flight."""
         if self._requests.pop(state.seq.seq_id, None) is None:
             return
@@ -165,19 +165,19 @@ class BatchLoop:
             self._totals["cancelled"] += 1
         self._totals["generated"] += state.seq.num_output
         self._totals["cached"] += state.seq.num_cached
-        self.scheduler.finish(state.seq)
+        self.scheduler.finish(state.seq, keep_cache=keep_cache)
         self._retired.append(state)
         self._wake.set()
 
     async def _release_retired(self) -> None:
-        """Close retired samplers and drop freed slots' KV on the runner thread, between steps."""
+        """Close retired samplers and apply pending KV trims on the runner thread."""
         samplers = [state.sampler for state in self._retired]
         self._retired = []
-        slots = self.scheduler.take_freed_slots()
+        trims = self.scheduler.take_kv_trims()
         # Shielded: `aclose` cancels the loop task, and a cancelled job that had not started yet
         # would never run, leaking these samplers and slots.
         release = asyncio.get_running_loop().run_in_executor(
-            self._executor, _release, self.runner, samplers, slots
+            self._executor, _release, self.runner, samplers, trims
         )
         await asyncio.shield(release)
 
@@ -196,14 +196,15 @@ class BatchLoop:
                 for state in list(self._requests.values()):
                     if state.seq.status is SequenceStatus.RUNNING:
                         state.queue.put_nowait(exc)
-                        self._retire(state)
+                        self._retire(state, keep_cache=False)
 
     async def _step(self) -> None:
         chunks = self.scheduler.schedule()
         if not chunks:
             return
         runner_chunks = [self._runner_chunk(c) for c in chunks]
-        sampled = await self._call(self.runner.step, runner_chunks)
+        trims = self.scheduler.take_kv_trims()
+        sampled = await self._call(_trim_and_step, self.runner, trims, runner_chunks)
         self.num_steps += 1
         self.scheduler.on_step_done(chunks)
         for chunk, token in zip(chunks, sampled, strict=True):
@@ -239,8 +240,19 @@ class BatchLoop:
         self._retire(state)
 
 
-def _release(runner: ModelRunner, samplers: list[TokenSampler], slots: list[int]) -> None:
+def _release(runner: ModelRunner, samplers: list[TokenSampler], trims: list[KvTrim]) -> None:
     for sampler in samplers:
         sampler.close()
-    for slot in slots:
-        runner.free_slot(slot)
+    _trim(runner, trims)
+
+
+def _trim(runner: ModelRunner, trims: list[KvTrim]) -> None:
+    for trim in trims:
+        runner.trim_slot(trim.slot, trim.keep)
+
+
+def _trim_and_step(
+    runner: ModelRunner, trims: list[KvTrim], chunks: list[RunnerChunk]
+) -> list[int | None]:
+    _trim(runner, trims)
+    return runner.step(chunks)

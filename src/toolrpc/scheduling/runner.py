@@ -68,8 +68,8 @@ class ModelRunner(Protocol):
         """Run one batch; return, per chunk, the sampled token or None when not sampled."""
         ...
 
-    def free_slot(self, slot: int) -> None:
-        """Drop everything the KV cache holds for `slot`."""
+    def trim_slot(self, slot: int, keep: int) -> None:
+        """Drop `slot`'s KV cache from position `keep` on (0: all of it)."""
         ...
 
     def close(self) -> None:

@@ -8,44 +8,97 @@ Pure and synchronous: no model, no asyncio, no clock. Each step
    newly admitted ones in arrival order (first come, first served) while a slot is free.
 
 A long prompt is therefore prefilled over several steps, and running streams keep producing a
-token every step meanwhile. Finishing or aborting a sequence frees its slot at once; the driver
-collects freed slots with `take_freed_slots` to drop their KV cache.
+token every step meanwhile.
+
+Prefix reuse: a slot whose sequence finished keeps the KV of its prompt. A new sequence goes
+to the idle slot that shares the longest prefix with its prompt (the previous turn of the same
+conversation, a shared system prompt and tool block), and only the rest is prefilled; with no
+useful match it takes an empty slot, else the least recently used one. The KV budget is thus
+the runner's slots (each `context_length` tokens). Every admission asks the runner to trim the
+slot's KV to the reused prefix (`take_kv_trims`), which also drops anything a cancelled
+sequence's last step left behind.
+
+Reuse is limited so that a warm request answers exactly as a cold one (greedy decoding is then
+deterministic whatever the cache holds). Measured with llama.cpp on the embedded model: KV
+computed one token at a time (decode) is not bit-identical to KV computed in a prompt chunk,
+and a one-token final chunk gives different logits than a longer one, each enough to change a
+greedy answer after a few dozen tokens. So only prompt tokens are kept (the previous answer is
+prefilled again in the follow-up, a small part of a long conversation), and at least
+`MIN_FINAL_CHUNK` prompt tokens are always computed, the last chunk never shorter.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
+from dataclasses import dataclass, field
 
 from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
+
+
+MIN_FINAL_CHUNK = 2
+"""Prompt tokens always computed together in the chunk whose last row is sampled."""
+
+
+@dataclass(frozen=True)
+class KvTrim:
+    """Keep only the first `keep` positions of `slot`'s KV cache (0: empty it)."""
+
+    slot: int
+    keep: int
+
+
+@dataclass(eq=False)
+class Slot:
+    """One sequence's room in the KV cache: who runs in it, or which tokens it still holds."""
+
+    index: int
+    seq: Sequence | None = None
+    cached: list[int] = field(default_factory=list)
+    last_used: int = -1
+
+
+def common_prefix_len(a: list[int], b: list[int], limit: int) -> int:
+    """Length of the common prefix of `a` and `b`, at most `limit`."""
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 class Scheduler:
     """Waiting and running queues over a fixed number of slots (sequences the runner can hold)."""
 
     def __init__(self, *, num_slots: int, token_budget: int, max_waiting: int) -> None:
-        if num_slots < 1 or token_budget < num_slots or max_waiting < 0:
-            raise ValueError("need num_slots >= 1, token_budget >= num_slots, max_waiting >= 0")
+        # Decodes of the other slots leave a prefilling sequence at least MIN_FINAL_CHUNK + 1
+        # tokens, enough to always make progress under the chunk rules.
+        if num_slots < 1 or token_budget < num_slots + MIN_FINAL_CHUNK or max_waiting < 0:
+            raise ValueError(
+                "need num_slots >= 1, token_budget >= num_slots + 2, max_waiting >= 0"
+            )
         self.token_budget = token_budget
         self.max_waiting = max_waiting
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self._free_slots: list[int] = list(range(num_slots - 1, -1, -1))
-        self._freed: list[int] = []
+        self.slots = [Slot(index) for index in range(num_slots)]
+        self._trims: list[KvTrim] = []
+        self._clock = itertools.count()
 
     @property
     def num_slots_free(self) -> int:
         """Slots no running sequence holds."""
-        return len(self._free_slots)
+        return len(self.slots) - len(self.running)
 
     @property
     def has_work(self) -> bool:
         """True when a step would run something."""
-        return bool(self.running) or (bool(self.waiting) and bool(self._free_slots))
+        return bool(self.running) or (bool(self.waiting) and self.num_slots_free > 0)
 
     @property
     def can_accept(self) -> bool:
         """True when a new sequence would not overflow the waiting queue."""
-        return len(self.waiting) < self.max_waiting + len(self._free_slots)
+        return len(self.waiting) < self.max_waiting + self.num_slots_free
 
     def add(self, seq: Sequence) -> None:
         """Queue a sequence. Raises `OverflowError` when `can_accept` is false."""
@@ -64,26 +117,31 @@ class Scheduler:
                 budget -= 1
         for seq in self.running:
             if seq.is_prefill and budget > 0:
-                chunk = self._chunk(seq, budget)
-                chunks.append(chunk)
-                budget -= len(chunk.token_ids)
-        while budget > 0 and self.waiting and self._free_slots:
+                budget -= self._add_chunk(chunks, self._chunk(seq, budget))
+        while budget >= MIN_FINAL_CHUNK and self.waiting and self.num_slots_free > 0:
             seq = self.waiting.popleft()
-            seq.slot = self._free_slots.pop()
-            seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
-            chunk = self._chunk(seq, budget)
-            chunks.append(chunk)
-            budget -= len(chunk.token_ids)
+            self._admit(seq)
+            budget -= self._add_chunk(chunks, self._chunk(seq, budget))
         return chunks
+
+    @staticmethod
+    def _add_chunk(chunks: list[ScheduledChunk], chunk: ScheduledChunk) -> int:
+        """Append a non-empty chunk; return the budget it uses."""
+        if chunk.token_ids:
+            chunks.append(chunk)
+        return len(chunk.token_ids)
 
     def on_step_done(self, chunks: list[ScheduledChunk]) -> None:
         """Record that the runner computed `chunks` (their tokens are now in the KV cache)."""
         for chunk in chunks:
             chunk.seq.num_computed = chunk.start + len(chunk.token_ids)
 
-    def finish(self, seq: Sequence) -> None:
-        """End a sequence (done, stopped or aborted) and free its slot; safe to call twice."""
+    def finish(self, seq: Sequence, *, keep_cache: bool = True) -> None:
+        """End a sequence (done, stopped or aborted) and free its slot; safe to call twice.
+
+        With `keep_cache` the slot keeps the KV of the sequence's computed tokens for reuse;
+        without it (the KV may be broken, e.g. a failed step) the slot is emptied.
+        """
         if seq.status is SequenceStatus.FINISHED:
             return
         if seq.status is SequenceStatus.WAITING:
@@ -91,17 +149,49 @@ class Scheduler:
         else:
             self.running.remove(seq)
             assert seq.slot is not None
-            self._free_slots.append(seq.slot)
-            self._freed.append(seq.slot)
+            slot = self.slots[seq.slot]
+            slot.seq = None
+            slot.last_used = next(self._clock)
+            computed = min(seq.num_computed, len(seq.prompt_ids))
+            slot.cached = seq.prompt_ids[:computed] if keep_cache else []
+            if not keep_cache:
+                self._trims.append(KvTrim(slot.index, 0))
         seq.status = SequenceStatus.FINISHED
 
-    def take_freed_slots(self) -> list[int]:
-        """Slots freed since the last call, whose KV cache the runner should drop."""
-        freed, self._freed = self._freed, []
-        return freed
+    def take_kv_trims(self) -> list[KvTrim]:
+        """KV trims since the last call; the runner must apply them before the next step."""
+        trims, self._trims = self._trims, []
+        return trims
+
+    def _admit(self, seq: Sequence) -> None:
+        """Give `seq` the idle slot that reuses most of its prompt (module docstring)."""
+        idle = [slot for slot in self.slots if slot.seq is None]
+        limit = len(seq.prompt_ids) - MIN_FINAL_CHUNK
+        best = max(
+            idle, key=lambda s: (common_prefix_len(s.cached, seq.prompt_ids, limit), s.last_used)
+        )
+        reused = common_prefix_len(best.cached, seq.prompt_ids, limit)
+        if reused == 0:
+            best = min(idle, key=lambda s: (bool(s.cached), s.last_used))
+        self._trims.append(KvTrim(best.index, reused))
+        best.seq, best.cached = seq, []
+        seq.slot = best.index
+        seq.num_computed = seq.num_cached = reused
+        seq.status = SequenceStatus.RUNNING
+        self.running.append(seq)
 
     @staticmethod
     def _chunk(seq: Sequence, max_tokens: int) -> ScheduledChunk:
+        """The next chunk of `seq`: its decode token, or a prompt chunk of at most `max_tokens`
+        that is empty rather than break the `MIN_FINAL_CHUNK` rule (module docstring)."""
         start = seq.num_computed
-        end = min(seq.num_tokens, start + max_tokens)
-        return ScheduledChunk(seq=seq, start=start, token_ids=tuple(seq.token_ids[start:end]))
+        size = min(seq.num_tokens - start, max_tokens)
+        if seq.is_prefill:
+            remaining = len(seq.prompt_ids) - start
+            if 0 < remaining - size < MIN_FINAL_CHUNK:
+                size = remaining - MIN_FINAL_CHUNK
+            if size < MIN_FINAL_CHUNK < remaining:
+                size = 0
+        return ScheduledChunk(
+            seq=seq, start=start, token_ids=tuple(seq.token_ids[start : start + size])
+        )

@@ -1,0 +1,148 @@
+"""The llama.cpp engine on the embedded model: batching, prefix reuse, grammars, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import jsonschema
+import pytest
+
+from toolrpc.engines.base import Chunk, GenerationRequest, SamplingParams
+from toolrpc.engines.default_model import embedded_model_path
+from toolrpc.engines.llama_cpp import LlamaCppEngine, LlamaCppOptions
+from toolrpc.errors import ContextLengthExceeded
+from toolrpc.scheduling.loop import LoopConfig
+
+pytestmark = pytest.mark.slow
+
+WAIT_S = 60.0
+GREEDY = SamplingParams(temperature=0.0)
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name three colours.",
+    "Write one sentence about cats.",
+    "What is 12 times 12?",
+]
+CITY_CALL = {
+    "type": "object",
+    "properties": {
+        "name": {"const": "get_weather"},
+        "arguments": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+    "required": ["name", "arguments"],
+    "additionalProperties": False,
+}
+
+
+def chatml(question: str) -> str:
+    return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[LlamaCppEngine]:
+    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
+    loaded = await asyncio.to_thread(LlamaCppEngine.load, options, LoopConfig(token_budget=256))
+    yield loaded
+    await loaded.aclose()
+
+
+async def run(engine: LlamaCppEngine, request: GenerationRequest) -> list[Chunk]:
+    async with asyncio.timeout(WAIT_S), aclosing(engine.generate(request)) as chunks:
+        return [chunk async for chunk in chunks]
+
+
+def text(chunks: list[Chunk]) -> str:
+    return "".join(chunk.text for chunk in chunks)
+
+
+def greedy(prompt: str, max_new_tokens: int = 48) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, max_new_tokens=max_new_tokens, sampling=GREEDY)
+
+
+async def test_greedy_output_is_the_same_alone_and_batched_with_three_others(
+    engine: LlamaCppEngine,
+) -> None:
+    alone = [text(await run(engine, greedy(chatml(q)))) for q in QUESTIONS]
+    steps_before = engine.stats().num_steps
+
+    batched = await asyncio.gather(*(run(engine, greedy(chatml(q))) for q in QUESTIONS))
+
+    assert [text(chunks) for chunks in batched] == alone
+    max_len = max(c[-1].usage.completion_tokens for c in batched if c[-1].usage)
+    assert engine.stats().num_steps - steps_before < 2 * max_len  # steps were shared
+
+
+async def test_a_follow_up_reuses_the_cached_turn_and_answers_as_a_cold_run_does(
+    engine: LlamaCppEngine,
+) -> None:
+    first_prompt = chatml("Tell me about the Moon.")
+    first = await run(engine, greedy(first_prompt, 64))
+    follow_up = first_prompt + text(first) + "<|im_end|>\n" + chatml("How far away is it?")
+
+    warm = await run(engine, greedy(follow_up))
+    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
+    cold_engine = await asyncio.to_thread(
+        LlamaCppEngine.load, options, LoopConfig(token_budget=256)
+    )
+    try:
+        cold = await run(cold_engine, greedy(follow_up))
+    finally:
+        await cold_engine.aclose()
+
+    assert warm[-1].usage is not None and cold[-1].usage is not None
+    assert cold[-1].usage.cached_tokens == 0
+    assert warm[-1].usage.cached_tokens >= first[-1].usage.prompt_tokens  # type: ignore[union-attr]
+    assert text(warm) == text(cold)
+
+
+async def test_constrained_requests_batched_together_produce_valid_calls_as_when_alone(
+    engine: LlamaCppEngine,
+) -> None:
+    cities = ["Paris", "Tokyo", "Lima", "Oslo"]
+    requests = [
+        GenerationRequest(
+            prompt=chatml(f"What's the weather in {city}?"),
+            max_new_tokens=64,
+            sampling=GREEDY,
+            json_schema=CITY_CALL,
+        )
+        for city in cities
+    ]
+
+    alone = [text(await run(engine, r)) for r in requests]
+    batched = [text(c) for c in await asyncio.gather(*(run(engine, r) for r in requests))]
+
+    assert batched == alone
+    for output in batched:
+        jsonschema.validate(json.loads(output), CITY_CALL)
+    assert json.loads(batched[0])["arguments"] == {"city": "Paris"}
+
+
+async def test_closing_a_stream_early_cancels_its_sequence(engine: LlamaCppEngine) -> None:
+    request = greedy(chatml("Write a long essay about the history of Rome."), 500)
+    async with asyncio.timeout(WAIT_S), aclosing(engine.generate(request)) as chunks:
+        async for _ in chunks:
+            break
+
+    stats = engine.stats()
+    assert stats.num_cancelled == 1
+    assert stats.num_running == 0
+    assert text(await run(engine, greedy(chatml("Say hi."), 8)))
+
+
+async def test_a_prompt_longer_than_the_context_is_refused_with_its_size(
+    engine: LlamaCppEngine,
+) -> None:
+    with pytest.raises(ContextLengthExceeded) as caught:
+        await run(engine, greedy(chatml("word " * 2000)))
+
+    assert caught.value.code == -32002
+    assert caught.value.context_length == 1024
+    assert caught.value.prompt_tokens > 1024
