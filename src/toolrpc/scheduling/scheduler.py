@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 
 from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
 
-
 MIN_FINAL_CHUNK = 2
 """Prompt tokens always computed together in the chunk whose last row is sampled."""
 
@@ -74,9 +73,7 @@ class Scheduler:
         # Decodes of the other slots leave a prefilling sequence at least MIN_FINAL_CHUNK + 1
         # tokens, enough to always make progress under the chunk rules.
         if num_slots < 1 or token_budget < num_slots + MIN_FINAL_CHUNK or max_waiting < 0:
-            raise ValueError(
-                "need num_slots >= 1, token_budget >= num_slots + 2, max_waiting >= 0"
-            )
+            raise ValueError("need num_slots >= 1, token_budget >= num_slots + 2, max_waiting >= 0")
         self.token_budget = token_budget
         self.max_waiting = max_waiting
         self.waiting: deque[Sequence] = deque()
