@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     request_timeout_s: Annotated[float, Field(gt=0)] = Field(
         600.0, description="time limit of one generation, in seconds"
     )
+    tool_router: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="let the model choose answer-or-tool by its probabilities for tool_choice "
+        "auto and required (auto: when the chat template has no tool format of its own)",
+    )
+    tool_router_bias: float = Field(
+        0.0, description="added to the router's 'answer' score (positive: call tools less often)"
+    )
     tools: Path | None = Field(
         None, description='JSON file with the server\'s tools (a list, or {"tools": [...]})'
     )

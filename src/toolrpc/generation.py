@@ -72,3 +72,17 @@ class EngineStats:
     num_generated_tokens: int = 0
     num_cached_tokens: int = 0
     num_steps: int = 0
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """How likely the model finds a continuation after a prompt (teacher-forced)."""
+
+    logprob: float
+    """Sum of the log-probabilities of the continuation's tokens."""
+    num_tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        """Log-probability per token (comparable across continuations of other lengths)."""
+        return self.logprob / max(1, self.num_tokens)

@@ -40,7 +40,8 @@ def make_app(
     *script: Reply, settings: Settings | None = None, context_length: int = 4096
 ) -> tuple[FastAPI, FakeEngine]:
     engine = FakeEngine(script, context_length=context_length)
-    return create_app(settings or Settings(), engine=engine), engine
+    # The router (tested in tests/chat/test_router.py) is off: these tests script the model.
+    return create_app(settings or Settings(tool_router="off"), engine=engine), engine
 
 
 @asynccontextmanager

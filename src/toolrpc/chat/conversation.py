@@ -30,6 +30,7 @@ import referencing.exceptions
 from toolrpc.chat.constraints import call_schema
 from toolrpc.chat.loopguard import TurnState
 from toolrpc.chat.prompt import render_prompt
+from toolrpc.chat.router import ToolRouter
 from toolrpc.chat.template import ChatTemplate
 from toolrpc.chat.toolcalls import InvalidToolCall, TextDelta, ToolCallParsed, ToolCallParser
 from toolrpc.engines.base import Engine, GenerationRequest, SamplingParams
@@ -95,9 +96,12 @@ class _Pass:
 class ChatSession:
     """Runs conversation steps on one engine with one chat template."""
 
-    def __init__(self, engine: Engine, template: ChatTemplate) -> None:
+    def __init__(
+        self, engine: Engine, template: ChatTemplate, *, router: ToolRouter | None = None
+    ) -> None:
         self.engine = engine
         self.template = template
+        self.router = router
 
     async def step(
         self, params: CreateMessageParams, tools: Sequence[Tool]
@@ -111,7 +115,7 @@ class ChatSession:
         prompt_history = _guarded(history) if is_round_limited else history
         total = Usage()
         first = _Pass()
-        forced = _is_forced(params)
+        offered, forced = await self._route(params, history, offered)
         async for text in self._generate(
             first, params, prompt_history, offered, constrained=forced
         ):
@@ -144,6 +148,19 @@ class ChatSession:
             reason = "loop_guard"
         history.append(Message(role="assistant", content=text))
         yield DoneEvent(_result("final_text", text, history, turn.num_rounds, reason, total))
+
+    async def _route(
+        self, params: CreateMessageParams, history: list[Message], offered: list[Tool]
+    ) -> tuple[list[Tool], bool]:
+        """The tools to offer and whether the call is forced, after the router (if any) chose:
+        for `auto` a tool or none, for `required` which tool (router.py)."""
+        forced = _is_forced(params)
+        if self.router is None or not offered or isinstance(params.tool_choice, NamedToolChoice):
+            return offered, forced
+        decision = await self.router.decide(history, offered, may_answer=not forced)
+        if decision.tool is None:
+            return [], False
+        return [decision.tool], True
 
     async def _generate(
         self,

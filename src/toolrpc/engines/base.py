@@ -14,6 +14,7 @@ from typing import Protocol
 
 from toolrpc.generation import (
     Chunk,
+    ContinuationScore,
     EngineStats,
     GenerationRequest,
     SamplingParams,
@@ -22,6 +23,7 @@ from toolrpc.generation import (
 
 __all__ = [
     "Chunk",
+    "ContinuationScore",
     "Engine",
     "EngineInfo",
     "EngineStats",
@@ -56,6 +58,14 @@ class Engine(Protocol):
         Raises `ContextLengthExceeded` when the prompt does not fit, `Overloaded` when the
         engine's queue is full, and `GenerationCancelled` when the engine is shutting down or the
         request ran past its time limit.
+        """
+        ...
+
+    async def score(self, prompt: str, continuation: str) -> ContinuationScore:
+        """Log-probability of `continuation` right after `prompt`, teacher-forced.
+
+        Used to let the model choose among options by its own probabilities. Raises like
+        `generate`, and `InvalidParams` when the continuation is too long to score.
         """
         ...
 

@@ -10,14 +10,24 @@ pieces so cancellation can be tested. Closing the stream early is recorded in `n
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import AsyncGenerator, Callable, Iterable
 
-from toolrpc.engines.base import Chunk, EngineInfo, EngineStats, GenerationRequest, TokenUsage
+from toolrpc.engines.base import (
+    Chunk,
+    ContinuationScore,
+    EngineInfo,
+    EngineStats,
+    GenerationRequest,
+    TokenUsage,
+)
 from toolrpc.errors import ContextLengthExceeded, GenerationCancelled
 from toolrpc.types import EngineFinishReason
 
 Reply = str | Callable[[GenerationRequest], str]
+Scorer = Callable[[str, str], float]
+"""(prompt, continuation) -> mean log-probability per word."""
 
 FAKE_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -25,6 +35,15 @@ FAKE_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+def word_overlap_score(prompt: str, continuation: str) -> float:
+    """A stand-in for a model's judgement: the share of the continuation's words that the prompt
+    contains, as a log-probability (1e-3 when none do)."""
+    words = re.findall(r"[a-z0-9]+", continuation.lower())
+    known = set(re.findall(r"[a-z0-9]+", prompt.lower()))
+    share = sum(word in known for word in words) / max(1, len(words))
+    return math.log(max(share, 1e-3))
 
 
 def default_reply(request: GenerationRequest) -> str:
@@ -42,11 +61,14 @@ class FakeEngine:
         context_length: int = 4096,
         piece_delay_s: float = 0.0,
         fallback: Reply = default_reply,
+        scorer: Scorer = word_overlap_score,
     ) -> None:
         self.script = list(script)
         self.context_length = context_length
         self.piece_delay_s = piece_delay_s
         self.fallback = fallback
+        self.scorer = scorer
+        self.scored: list[tuple[str, str]] = []
         self.requests: list[GenerationRequest] = []
         self.num_cancelled = 0
         self.num_running = 0
@@ -94,6 +116,14 @@ class FakeEngine:
             self.num_running -= 1
             if not finished:
                 self.num_cancelled += 1
+
+    async def score(self, prompt: str, continuation: str) -> ContinuationScore:
+        """The scorer's judgement, one "token" per word; recorded in `scored`."""
+        if self.is_closed:
+            raise GenerationCancelled("the engine is shutting down")
+        self.scored.append((prompt, continuation))
+        num_words = max(1, len(continuation.split()))
+        return ContinuationScore(self.scorer(prompt, continuation) * num_words, num_words)
 
     def stats(self) -> EngineStats:
         """What the fake engine has done so far."""

@@ -20,12 +20,14 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
 import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
@@ -36,6 +38,7 @@ from toolrpc.engines.base import (
     GenerationRequest,
     SamplingParams,
 )
+from toolrpc.generation import ContinuationScore
 from toolrpc.scheduling.loop import BatchLoop, LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk, TokenSampler
 from toolrpc.types import JSONObject
@@ -105,6 +108,7 @@ class LlamaCppRunner:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(options.max_batch_tokens, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
+        self._num_vocab = int(llama_cpp.llama_n_vocab(self._vocab))
         self._metadata = self._model.metadata()
         self._bos_text = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
         self._adds_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
@@ -164,34 +168,51 @@ class LlamaCppRunner:
             raise
         return sampler
 
-    def step(self, chunks: list[RunnerChunk]) -> list[int | None]:
-        """Decode all chunks in one `llama_decode`; sample where a chunk asks for it."""
+    def step(self, chunks: list[RunnerChunk]) -> list[int | ContinuationScore | None]:
+        """Decode all chunks in one `llama_decode`; sample or score where a chunk asks for it."""
         batch = self._batch
-        outputs: list[int] = []
+        first_rows: list[int] = []
         n = 0
         for chunk in chunks:
-            last = len(chunk.token_ids) - 1
+            first_rows.append(n)
+            wanted = _rows_with_logits(chunk)
             for i, token in enumerate(chunk.token_ids):
                 batch.token[n] = token
                 batch.pos[n] = chunk.start + i
                 batch.n_seq_id[n] = 1
                 batch.seq_id[n][0] = chunk.slot
-                batch.logits[n] = chunk.sampler is not None and i == last
+                batch.logits[n] = i in wanted
                 n += 1
-            outputs.append(n - 1)
         batch.n_tokens = n
         code = llama_cpp.llama_decode(self._ctx, batch)
         if code != 0:
             raise RuntimeError(f"llama_decode failed with code {code}")
-        sampled: list[int | None] = []
-        for chunk, index in zip(chunks, outputs, strict=True):
-            if isinstance(chunk.sampler, LlamaSampler) and chunk.sampler.handle is not None:
-                sampled.append(
-                    llama_cpp.llama_sampler_sample(chunk.sampler.handle, self._ctx, index)
+        results: list[int | ContinuationScore | None] = []
+        for chunk, first in zip(chunks, first_rows, strict=True):
+            last = first + len(chunk.token_ids) - 1
+            if chunk.score_from is not None:
+                results.append(self._score(chunk, first))
+            elif isinstance(chunk.sampler, LlamaSampler) and chunk.sampler.handle is not None:
+                results.append(
+                    llama_cpp.llama_sampler_sample(chunk.sampler.handle, self._ctx, last)
                 )
             else:
-                sampled.append(None)
-        return sampled
+                results.append(None)
+        return results
+
+    def _score(self, chunk: RunnerChunk, first_row: int) -> ContinuationScore:
+        """Sum of log P(token | tokens before it) over the chunk's scored tokens."""
+        assert chunk.score_from is not None
+        total, count = 0.0, 0
+        for i in _rows_with_logits(chunk):
+            target = chunk.token_ids[i + 1]
+            pointer = llama_cpp.llama_get_logits_ith(self._ctx, first_row + i)
+            logits = np.ctypeslib.as_array(pointer, shape=(self._num_vocab,))
+            peak = float(logits.max())
+            log_norm = peak + math.log(float(np.exp(logits - peak).sum()))
+            total += float(logits[target]) - log_norm
+            count += 1
+        return ContinuationScore(logprob=total, num_tokens=count)
 
     def trim_slot(self, slot: int, keep: int) -> None:
         """Drop the slot's KV cache from position `keep` on."""
@@ -217,6 +238,17 @@ class LlamaCppRunner:
         if token_id < 0:
             return ""
         return self._piece_bytes(token_id, special=True).decode("utf-8", errors="replace")
+
+
+def _rows_with_logits(chunk: RunnerChunk) -> range:
+    """Rows of a chunk whose logits are read: the last one to sample, or for a scoring chunk
+    every row whose next token is scored."""
+    size = len(chunk.token_ids)
+    if chunk.score_from is not None:
+        return range(max(0, chunk.score_from - 1 - chunk.start), size - 1)
+    if chunk.sampler is not None:
+        return range(size - 1, size)
+    return range(0)
 
 
 def _to_gbnf(json_schema: JSONObject) -> str:
@@ -272,6 +304,10 @@ class LlamaCppEngine:
     def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Stream the continuation of the prompt (see `Engine.generate`)."""
         return self._loop.generate(request)
+
+    async def score(self, prompt: str, continuation: str) -> ContinuationScore:
+        """How likely the model finds `continuation` after `prompt` (see `Engine.score`)."""
+        return await self._loop.score(prompt, continuation)
 
     def stats(self) -> EngineStats:
         """The batching loop's counters and gauges."""

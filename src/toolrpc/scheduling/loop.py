@@ -22,9 +22,15 @@ from toolrpc.errors import (
     InvalidParams,
     Overloaded,
 )
-from toolrpc.generation import Chunk, EngineStats, GenerationRequest, TokenUsage
+from toolrpc.generation import (
+    Chunk,
+    ContinuationScore,
+    EngineStats,
+    GenerationRequest,
+    TokenUsage,
+)
 from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
-from toolrpc.scheduling.scheduler import KvTrim, Scheduler
+from toolrpc.scheduling.scheduler import KvTrim, Scheduler, common_prefix_len
 from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
 from toolrpc.scheduling.text import TextAssembler
 from toolrpc.types import EngineFinishReason
@@ -47,10 +53,13 @@ class LoopConfig:
 @dataclass(eq=False)
 class _Request:
     seq: Sequence
-    sampler: TokenSampler
+    sampler: TokenSampler | None
     text: TextAssembler
-    queue: asyncio.Queue[Chunk | BaseException] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Chunk | ContinuationScore | BaseException] = field(
+        default_factory=asyncio.Queue
+    )
     is_finished: bool = False
+    deadline: float = 0.0
 
 
 class BatchLoop:
@@ -90,51 +99,96 @@ class BatchLoop:
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Stream the continuation of `request.prompt`; see `Engine.generate` for the errors."""
-        if self._closed:
-            raise GenerationCancelled("the engine is shutting down")
-        prompt_ids = await self._call(self.runner.tokenize, request.prompt)
-        context_length = self.runner.context_length
-        if len(prompt_ids) >= context_length:
-            raise ContextLengthExceeded(len(prompt_ids), context_length)
-        if not self.scheduler.can_accept:
-            raise Overloaded("the request queue is full", self.config.retry_after_s)
+        prompt_ids = await self._tokenize(request.prompt)
+        self._check_room(len(prompt_ids))
         try:
             sampler = await self._call(
                 self.runner.new_sampler, request.sampling, request.json_schema
             )
         except ValueError as exc:  # a schema the engine cannot turn into a grammar
             raise InvalidParams(f"cannot constrain generation: {exc}") from exc
-        max_new = min(request.max_new_tokens, context_length - len(prompt_ids))
+        max_new = min(request.max_new_tokens, self.runner.context_length - len(prompt_ids))
         seq = Sequence(seq_id=next(self._ids), prompt_ids=prompt_ids, max_new_tokens=max_new)
         state = _Request(seq=seq, sampler=sampler, text=TextAssembler(request.stop))
-        if not self.scheduler.can_accept:  # filled up while the sampler was built
-            await self._call(sampler.close)
-            raise Overloaded("the request queue is full", self.config.retry_after_s)
-        self.scheduler.add(seq)
-        self._requests[seq.seq_id] = state
-        self._totals["requests"] += 1
-        self._totals["prompt"] += len(prompt_ids)
-        self._ensure_running()
-        self._wake.set()
-        # The deadline bounds each wait, never a `yield`: the consumer may read from another
-        # task (or do other work) between chunks, and a timeout spanning a yield would cancel
-        # whichever task entered it instead of ending this stream.
-        deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
+        await self._admit(state)
         try:
             while True:
-                async with asyncio.timeout_at(deadline):
-                    item = await state.queue.get()
-                if isinstance(item, BaseException):
-                    raise item
+                item = await self._next(state)
+                assert isinstance(item, Chunk)
                 yield item
                 if item.finish_reason is not None:
                     return
+        finally:
+            self._retire(state)
+
+    async def score(self, prompt: str, continuation: str) -> ContinuationScore:
+        """How likely the model finds `continuation` right after `prompt`.
+
+        Raises `ContextLengthExceeded`, `Overloaded`, `GenerationCancelled`, and
+        `InvalidParams` when the continuation is too long to score in one step.
+        """
+        prompt_ids = await self._tokenize(prompt)
+        token_ids = await self._tokenize(prompt + continuation)
+        self._check_room(len(token_ids))
+        score_from = common_prefix_len(prompt_ids, token_ids, len(token_ids) - 1)
+        seq = Sequence(
+            seq_id=next(self._ids), prompt_ids=token_ids, max_new_tokens=0, score_from=score_from
+        )
+        if seq.min_final_chunk > self.config.token_budget - self.runner.num_slots:
+            raise InvalidParams("the continuation is too long to score")
+        state = _Request(seq=seq, sampler=None, text=TextAssembler())
+        await self._admit(state)
+        try:
+            item = await self._next(state)
+            assert isinstance(item, ContinuationScore)
+            return item
+        finally:
+            self._retire(state)
+
+    async def _tokenize(self, text: str) -> list[int]:
+        """Token ids, off the event loop (the vocabulary is read-only: no need to wait for the
+        runner's thread)."""
+        if self._closed:
+            raise GenerationCancelled("the engine is shutting down")
+        return await asyncio.to_thread(self.runner.tokenize, text)
+
+    def _check_room(self, num_prompt: int) -> None:
+        """Refuse a prompt that cannot fit, or a request the queue cannot take."""
+        if num_prompt >= self.runner.context_length:
+            raise ContextLengthExceeded(num_prompt, self.runner.context_length)
+        if not self.scheduler.can_accept:
+            raise Overloaded("the request queue is full", self.config.retry_after_s)
+
+    async def _admit(self, state: _Request) -> None:
+        """Queue a request's sequence and wake the loop (releases its sampler if refused)."""
+        if not self.scheduler.can_accept or self._closed:  # changed while we awaited
+            if state.sampler is not None:
+                await self._call(state.sampler.close)
+            if self._closed:
+                raise GenerationCancelled("the engine is shutting down")
+            raise Overloaded("the request queue is full", self.config.retry_after_s)
+        self.scheduler.add(state.seq)
+        self._requests[state.seq.seq_id] = state
+        self._totals["requests"] += 1
+        self._totals["prompt"] += len(state.seq.prompt_ids)
+        state.deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
+        self._ensure_running()
+        self._wake.set()
+
+    async def _next(self, state: _Request) -> Chunk | ContinuationScore:
+        """The request's next item. The deadline bounds each wait, never a `yield`: a consumer
+        may read from another task between chunks, and a timeout spanning a yield would cancel
+        whichever task entered it instead of ending this stream."""
+        try:
+            async with asyncio.timeout_at(state.deadline):
+                item = await state.queue.get()
         except TimeoutError:
             raise GenerationCancelled(
                 f"generation ran past the time limit of {self.config.request_timeout_s:g} s"
             ) from None
-        finally:
-            self._retire(state)
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     async def aclose(self) -> None:
         """Fail every open request, stop the loop and release the runner."""
@@ -171,7 +225,7 @@ class BatchLoop:
 
     async def _release_retired(self) -> None:
         """Close retired samplers and apply pending KV trims on the runner thread."""
-        samplers = [state.sampler for state in self._retired]
+        samplers = [state.sampler for state in self._retired if state.sampler is not None]
         self._retired = []
         trims = self.scheduler.take_kv_trims()
         # Shielded: `aclose` cancels the loop task, and a cancelled job that had not started yet
@@ -207,16 +261,24 @@ class BatchLoop:
         sampled = await self._call(_trim_and_step, self.runner, trims, runner_chunks)
         self.num_steps += 1
         self.scheduler.on_step_done(chunks)
-        for chunk, token in zip(chunks, sampled, strict=True):
+        for chunk, result in zip(chunks, sampled, strict=True):
             state = self._requests.get(chunk.seq.seq_id)
-            if token is not None and state is not None:
-                self._on_token(state, token)
+            if state is None or result is None:
+                continue
+            if isinstance(result, ContinuationScore):
+                state.queue.put_nowait(result)
+                state.is_finished = True
+                self._retire(state)
+            else:
+                self._on_token(state, result)
 
     def _runner_chunk(self, chunk: ScheduledChunk) -> RunnerChunk:
-        assert chunk.seq.slot is not None
-        state = self._requests[chunk.seq.seq_id]
+        seq = chunk.seq
+        assert seq.slot is not None
+        state = self._requests[seq.seq_id]
         sampler = state.sampler if chunk.needs_sample else None
-        return RunnerChunk(chunk.seq.slot, chunk.start, chunk.token_ids, sampler)
+        score_from = seq.score_from if chunk.needs_sample else None
+        return RunnerChunk(seq.slot, chunk.start, chunk.token_ids, sampler, score_from)
 
     def _on_token(self, state: _Request, token: int) -> None:
         seq = state.seq
@@ -253,6 +315,6 @@ def _trim(runner: ModelRunner, trims: list[KvTrim]) -> None:
 
 def _trim_and_step(
     runner: ModelRunner, trims: list[KvTrim], chunks: list[RunnerChunk]
-) -> list[int | None]:
+) -> list[int | ContinuationScore | None]:
     _trim(runner, trims)
     return runner.step(chunks)

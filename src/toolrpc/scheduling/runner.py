@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from toolrpc.generation import SamplingParams
+from toolrpc.generation import ContinuationScore, SamplingParams
 from toolrpc.types import JSONObject
 
 
@@ -27,12 +27,16 @@ class RunnerChunk:
     """Tokens to feed into `slot` at positions `start, start+1, ...`.
 
     When `sampler` is set, the runner samples the next token from the last position's logits.
+    When `score_from` is set, the chunk ends a scoring prompt: the runner sums the
+    log-probabilities of the tokens at positions `score_from` and after, each given the ones
+    before it (every one of them is in this chunk).
     """
 
     slot: int
     start: int
     token_ids: tuple[int, ...]
     sampler: TokenSampler | None
+    score_from: int | None = None
 
 
 class ModelRunner(Protocol):
@@ -64,8 +68,9 @@ class ModelRunner(Protocol):
         """A sampler for one sequence. Raises `ValueError` for a schema it cannot enforce."""
         ...
 
-    def step(self, chunks: list[RunnerChunk]) -> list[int | None]:
-        """Run one batch; return, per chunk, the sampled token or None when not sampled."""
+    def step(self, chunks: list[RunnerChunk]) -> list[int | ContinuationScore | None]:
+        """Run one batch; return, per chunk, the sampled token, the score of a scoring chunk,
+        or None."""
         ...
 
     def trim_slot(self, slot: int, keep: int) -> None:

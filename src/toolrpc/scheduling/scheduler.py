@@ -33,10 +33,12 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
-
-MIN_FINAL_CHUNK = 2
-"""Prompt tokens always computed together in the chunk whose last row is sampled."""
+from toolrpc.scheduling.sequence import (
+    MIN_FINAL_CHUNK,
+    ScheduledChunk,
+    Sequence,
+    SequenceStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class Scheduler:
     def _admit(self, seq: Sequence) -> None:
         """Give `seq` the idle slot that reuses most of its prompt (module docstring)."""
         idle = [slot for slot in self.slots if slot.seq is None]
-        limit = len(seq.prompt_ids) - MIN_FINAL_CHUNK
+        limit = len(seq.prompt_ids) - seq.min_final_chunk
         best = max(
             idle, key=lambda s: (common_prefix_len(s.cached, seq.prompt_ids, limit), s.last_used)
         )
@@ -179,15 +181,19 @@ class Scheduler:
 
     @staticmethod
     def _chunk(seq: Sequence, max_tokens: int) -> ScheduledChunk:
-        """The next chunk of `seq`: its decode token, or a prompt chunk of at most `max_tokens`
-        that is empty rather than break the `MIN_FINAL_CHUNK` rule (module docstring)."""
+        """The next chunk of `seq`: its decode token, or a prompt chunk of at most `max_tokens`.
+
+        A prompt chunk never leaves a last chunk shorter than `seq.min_final_chunk`, and one that
+        does not finish the prompt holds at least `MIN_FINAL_CHUNK` tokens; when the budget
+        allows neither, the chunk is empty and the sequence waits for the next step.
+        """
         start = seq.num_computed
         size = min(seq.num_tokens - start, max_tokens)
         if seq.is_prefill:
             remaining = len(seq.prompt_ids) - start
-            if 0 < remaining - size < MIN_FINAL_CHUNK:
-                size = remaining - MIN_FINAL_CHUNK
-            if size < MIN_FINAL_CHUNK < remaining:
+            if 0 < remaining - size < seq.min_final_chunk:
+                size = max(0, remaining - seq.min_final_chunk)
+            if 0 < size < remaining and size < MIN_FINAL_CHUNK:
                 size = 0
         return ScheduledChunk(
             seq=seq, start=start, token_ids=tuple(seq.token_ids[start : start + size])

@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+MIN_FINAL_CHUNK = 2
+"""Prompt tokens always computed together in the chunk whose last row is sampled (see the
+scheduler's docstring on exact prefix reuse)."""
+
 
 class SequenceStatus(enum.Enum):
     """Where a sequence is in its life."""
@@ -30,6 +34,21 @@ class Sequence:
     slot: int | None = None
     num_computed: int = 0
     num_cached: int = 0
+    score_from: int | None = None
+    """For a scoring sequence: the prompt position where the scored continuation starts."""
+
+    @property
+    def is_scoring(self) -> bool:
+        """True for a sequence that scores its prompt's tail instead of generating."""
+        return self.score_from is not None
+
+    @property
+    def min_final_chunk(self) -> int:
+        """Prompt tokens the last prompt chunk must hold: 2, or the whole scored tail (its
+        rows' logits are read in one step) plus the row before it."""
+        if self.score_from is None:
+            return MIN_FINAL_CHUNK
+        return max(MIN_FINAL_CHUNK, len(self.prompt_ids) - self.score_from + 1)
 
     @property
     def token_ids(self) -> list[int]:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from toolrpc.chat.conversation import ChatSession
+from toolrpc.chat.router import ToolRouter
 from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from toolrpc.config import Settings
 from toolrpc.engines.base import Engine
@@ -55,8 +56,12 @@ def build_state(settings: Settings, engine: Engine) -> AppState:
         eos_token=info.eos_token,
     )
     tools = load_tools(settings.tools) if settings.tools else []
+    use_router = settings.tool_router == "on" or (
+        settings.tool_router == "auto" and not template.renders_tools
+    )
+    router = ToolRouter(engine, bias=settings.tool_router_bias) if use_router else None
     service = ToolRpcService(
-        ChatSession(engine, template),
+        ChatSession(engine, template, router=router),
         tools=tools,
         max_new_tokens_limit=settings.max_new_tokens_limit,
     )

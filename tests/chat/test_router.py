@@ -1,0 +1,170 @@
+"""The tool router: options scored by the engine, the decision applied to the step."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from toolrpc.chat.conversation import ChatSession, DoneEvent, StepEvent
+from toolrpc.chat.router import ANSWER_TASK, ToolRouter
+from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
+from toolrpc.engines.fake import FakeEngine
+from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Message, Tool, ToolCall
+
+WEATHER = Tool.model_validate(
+    {
+        "name": "get_weather",
+        "description": "Get the current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    }
+)
+EMAIL = Tool.model_validate(
+    {
+        "name": "send_email",
+        "description": "Send an email message to someone",
+        "parameters": {"type": "object", "properties": {"to": {"type": "string"}}},
+    }
+)
+TOOLS = [WEATHER, EMAIL]
+
+
+def user(text: str) -> Message:
+    return Message(role="user", content=text)
+
+
+async def decide(
+    engine: FakeEngine, messages: list[Message], *, may_answer: bool = True, bias: float = 0.0
+) -> str | None:
+    async with asyncio.timeout(2):
+        decision = await ToolRouter(engine, bias=bias).decide(
+            messages, TOOLS, may_answer=may_answer
+        )
+    return None if decision.tool is None else decision.tool.name
+
+
+async def test_a_request_matching_a_tools_description_chooses_that_tool() -> None:
+    engine = FakeEngine()
+
+    assert await decide(engine, [user("what is the current weather in Paris")]) == "get_weather"
+    assert await decide(engine, [user("send an email to Bob")]) == "send_email"
+
+
+async def test_a_request_matching_no_tool_is_answered() -> None:
+    engine = FakeEngine()
+
+    assert await decide(engine, [user("explain how rainbows form")]) is None
+
+
+async def test_every_option_is_scored_against_the_last_user_message() -> None:
+    engine = FakeEngine()
+
+    await decide(engine, [user("an older question"), user("the latest question")])
+
+    assert {continuation for _, continuation in engine.scored} == {"the latest question"}
+    prompts = [prompt for prompt, _ in engine.scored]
+    assert any(ANSWER_TASK in p for p in prompts)
+    assert any(WEATHER.function.description in p for p in prompts)
+    assert len(prompts) == len(TOOLS) + 1
+
+
+async def test_after_a_tool_result_the_answer_option_carries_the_results() -> None:
+    engine = FakeEngine()
+    call = ToolCall(id="c1", name="get_weather", arguments={"city": "Paris"})
+    messages = [
+        user("what is the current weather in Paris"),
+        Message(role="assistant", tool_calls=[call]),
+        Message(role="tool", tool_call_id="c1", content="sunny, the current weather in Paris"),
+    ]
+
+    assert await decide(engine, messages) is None
+    answer_prompt = next(p for p, _ in engine.scored if "returned" in p)
+    assert 'get_weather({"city": "Paris"}) returned sunny' in answer_prompt
+
+
+async def test_without_the_answer_option_a_tool_is_always_chosen() -> None:
+    engine = FakeEngine()
+
+    assert await decide(engine, [user("explain how rainbows form")], may_answer=False) in {
+        "get_weather",
+        "send_email",
+    }
+    assert not any(ANSWER_TASK in p for p, _ in engine.scored)
+
+
+async def test_the_bias_moves_the_choice_towards_answering() -> None:
+    engine = FakeEngine()
+    request = [user("what is the current weather in Paris")]
+
+    assert await decide(engine, request, bias=0.0) == "get_weather"
+    assert await decide(engine, request, bias=10.0) is None
+
+
+async def run_step(engine: FakeEngine, params: dict[str, object]) -> CreateMessageResult:
+    session = ChatSession(engine, ChatTemplate(DEFAULT_CHATML_TEMPLATE), router=ToolRouter(engine))
+    events: AsyncIterator[StepEvent] = session.step(
+        CreateMessageParams.model_validate(params), TOOLS
+    )
+    async with asyncio.timeout(2):
+        results = [e.result async for e in events if isinstance(e, DoneEvent)]
+    return results[0]
+
+
+async def test_auto_with_a_chosen_tool_generates_its_call_under_that_tools_schema() -> None:
+    engine = FakeEngine(['{"name": "get_weather", "arguments": {"city": "Paris"}}'])
+
+    result = await run_step(engine, {"message": "what is the current weather in Paris"})
+
+    assert result.type == "tool_calls"
+    assert isinstance(result.content, list)
+    assert result.content[0].arguments == {"city": "Paris"}
+    schema = engine.requests[0].json_schema
+    assert schema is not None
+    assert schema["properties"]["name"] == {"const": "get_weather"}  # type: ignore[index]
+
+
+async def test_auto_choosing_to_answer_generates_without_tools() -> None:
+    engine = FakeEngine(["Rainbows form when light refracts."])
+
+    result = await run_step(engine, {"message": "explain how rainbows form"})
+
+    assert result.type == "final_text"
+    assert result.content == "Rainbows form when light refracts."
+    assert engine.requests[0].json_schema is None
+    assert "<tools>" not in engine.requests[0].prompt
+
+
+async def test_required_lets_the_router_pick_which_tool_is_forced() -> None:
+    engine = FakeEngine(['{"name": "send_email", "arguments": {"to": "Bob"}}'])
+
+    result = await run_step(engine, {"message": "send an email to Bob", "tool_choice": "required"})
+
+    assert result.type == "tool_calls"
+    schema = engine.requests[0].json_schema
+    assert schema is not None
+    assert schema["properties"]["name"] == {"const": "send_email"}  # type: ignore[index]
+
+
+async def test_a_named_tool_choice_bypasses_the_router() -> None:
+    engine = FakeEngine(['{"name": "get_weather", "arguments": {"city": "Oslo"}}'])
+
+    result = await run_step(
+        engine, {"message": "send an email to Bob", "tool_choice": {"name": "get_weather"}}
+    )
+
+    assert result.type == "tool_calls"
+    assert engine.scored == []
+
+
+async def test_tool_choice_none_bypasses_the_router() -> None:
+    engine = FakeEngine(["Fine."])
+
+    result = await run_step(
+        engine, {"message": "what is the current weather in Paris", "tool_choice": "none"}
+    )
+
+    assert result.type == "final_text"
+    assert engine.scored == []
