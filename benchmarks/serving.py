@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -133,10 +133,22 @@ def _machine_busy_s() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def _live_children_busy_s() -> float:
+    """CPU seconds of this process's children that have not been reaped yet (running servers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid():  # fields: state, ppid, ..., utime (11), stime (12)
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _own_busy_s() -> float:
-    """CPU seconds of this process and of its reaped children (the servers, the raw worker)."""
+    """CPU seconds of this process and its children, running (from /proc) or reaped."""
     times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
+    reaped = times.children_user + times.children_system
+    return times.user + times.system + reaped + _live_children_busy_s()
 
 
 @dataclass
@@ -617,6 +629,18 @@ class Results:
     peer: list[ConcurrencyResult] = field(default_factory=list)
     log_path: str = ""
     foreign_cores: float | None = None
+    foreign_cores_by_phase: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def phase(results: Results, name: str) -> Iterator[None]:
+    """Announce a phase and record the other processes' load during it."""
+    print(name, flush=True)
+    load = ForeignLoad()
+    try:
+        yield
+    finally:
+        results.foreign_cores_by_phase[name] = round(load.cores(), 3)
 
 
 def new_client() -> httpx.AsyncClient:
@@ -636,16 +660,17 @@ async def bench_toolrpc(
     async with running_server("toolrpc", argv, args.port_base, "/health", log) as server:
         results.startup_s = server.startup_s
         async with new_client() as client:
-            await warm_up(client, server.base_url)
+            url = server.base_url
+            await warm_up(client, url)
             results.rss_after_warmup_mib = server.rss_mib()
-            print("toolrpc: single stream", flush=True)
-            results.single = await single_stream(client, server.base_url, sizes)
-            print("toolrpc: concurrency", flush=True)
-            results.concurrency = await toolrpc_concurrency(client, server.base_url, sizes)
-            print("toolrpc: long prompt mid-stream", flush=True)
-            results.midstream = await midstream(client, server.base_url, sizes)
-            print("toolrpc: prefix reuse (first turns, follow-ups)", flush=True)
-            bodies, follow_ups = await prefix_first_turns(client, server.base_url, sizes)
+            with phase(results, "toolrpc single stream"):
+                results.single = await single_stream(client, url, sizes)
+            with phase(results, "toolrpc concurrency"):
+                results.concurrency = await toolrpc_concurrency(client, url, sizes)
+            with phase(results, "toolrpc long prompt mid-stream"):
+                results.midstream = await midstream(client, url, sizes)
+            with phase(results, "toolrpc follow-up after first turn"):
+                bodies, follow_ups = await prefix_first_turns(client, url, sizes)
         results.rss_after_load_mib = server.rss_mib()
     return bodies, follow_ups
 
@@ -660,7 +685,8 @@ async def bench_cold_follow_ups(
         results.restart_startup_s = s.startup_s
         async with new_client() as client:
             await warm_up(client, s.base_url)
-            return [await stream_toolrpc(client, s.base_url, body) for body in bodies]
+            with phase(results, "toolrpc cold follow-up, restarted"):
+                return [await stream_toolrpc(client, s.base_url, body) for body in bodies]
 
 
 def prefix_result(follow_ups: list[StreamRecord], colds: list[StreamRecord]) -> PrefixResult:
@@ -685,15 +711,14 @@ async def bench_peer(results: Results, args: argparse.Namespace, sizes: Sizes) -
     async with running_server("llama_cpp.server", argv, args.port_base + 2, "/v1/models", log) as s:
         results.peer_startup_s = s.startup_s
         async with new_client() as client:
-            print("peer: concurrency", flush=True)
-            results.peer = await peer_concurrency(client, s.base_url, sizes)
+            with phase(results, "llama_cpp.server concurrency"):
+                results.peer = await peer_concurrency(client, s.base_url, sizes)
         results.peer_rss_mib = s.rss_mib()
 
 
 async def run_servers(results: Results, args: argparse.Namespace, sizes: Sizes) -> None:
     """The server phases, one server at a time."""
     bodies, follow_ups = await bench_toolrpc(results, args, sizes)
-    print("toolrpc: cold follow-ups on a restarted server", flush=True)
     colds = await bench_cold_follow_ups(results, args, bodies, sizes)
     results.prefix = prefix_result(follow_ups, colds)
     if not args.skip_peer:
@@ -819,17 +844,19 @@ def print_report(r: Results) -> None:
     if "peer_argv" in r.config:
         print("peer command:  python " + " ".join(r.config["peer_argv"]))
     print(f"\n{'figure':<52} value")
-    print(f"{'other processes: mean busy cores during the run':<52} {fmt(r.foreign_cores, 2)}")
+    print(f"{'other processes: mean busy cores, whole run':<52} {fmt(r.foreign_cores, 2)}")
     for name, value in figure_rows(r):
         print(f"{name:<52} {value}")
     print(f"\n{'target':<46} {'value':>8}   {'bound':<8} result")
     for c in checks(r):
         bound = f"{'<=' if c.is_upper_bound else '>='} {c.bound}"
         print(f"{c.name:<46} {fmt(c.value):>8}   {bound:<8} {c.verdict}")
-    if r.foreign_cores is not None and r.foreign_cores > BUSY_CORES:
+    busy = {name: c for name, c in r.foreign_cores_by_phase.items() if c > BUSY_CORES}
+    if busy:
+        phases = ", ".join(f"{name} ({cores:.2f})" for name, cores in busy.items())
         print(
-            f"\nWARNING: other processes kept {r.foreign_cores:.2f} cores busy on average during "
-            "the run; the figures are not trustworthy. Rerun on a quiet machine."
+            f"\nWARNING: other processes kept cores busy during: {phases}. "
+            "Those figures are not trustworthy; rerun on a quiet machine."
         )
 
 
@@ -881,8 +908,8 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     foreign = ForeignLoad()
     try:
-        print("raw llama-cpp-python (subprocess)", flush=True)
-        results.raw = measure_raw_in_subprocess(model_path, sizes)
+        with phase(results, "raw llama-cpp-python"):
+            results.raw = measure_raw_in_subprocess(model_path, sizes)
         asyncio.run(run_servers(results, args, sizes))
     except (Exception, KeyboardInterrupt) as exc:  # report what was measured before it
         print(f"\nbenchmark stopped early: {type(exc).__name__}: {exc}", file=sys.stderr)

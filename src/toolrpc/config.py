@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EngineKind = Literal["auto", "llama.cpp", "fake"]
+EngineKind = Literal["auto", "llama.cpp", "hf", "fake"]
 
 
 class Settings(BaseSettings):
@@ -33,10 +33,21 @@ class Settings(BaseSettings):
     model: str | None = Field(
         None,
         validation_alias=AliasChoices("model", "TOOLRPC_MODEL", "MODEL_ID"),
-        description="GGUF file to serve; default: the embedded SmolLM2-135M-Instruct",
+        description="a GGUF file (llama.cpp), a model folder with config.json or a Hugging "
+        "Face id (transformers); default: the embedded SmolLM2-135M-Instruct",
     )
     engine: EngineKind = Field(
-        "auto", description="auto (from --model), llama.cpp, or fake (scripted, no model)"
+        "auto", description="auto (from --model), llama.cpp, hf, or fake (scripted, no model)"
+    )
+    quantize: Literal["4bit", "8bit"] | None = Field(
+        None, description="hf engine: load 4-bit (NF4) or 8-bit with bitsandbytes (needs CUDA)"
+    )
+    device: str = Field("auto", description="hf engine: auto (CUDA if present), cpu, cuda, ...")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="hf engine: weight dtype"
+    )
+    trust_remote_code: bool = Field(
+        False, description="hf engine: run the model repository's own Python code"
     )
     ctx_size: Annotated[int, Field(ge=256)] = Field(
         4096, description="context window of one conversation, in tokens"

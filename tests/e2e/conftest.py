@@ -25,6 +25,13 @@ class RunningServer:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    kind: str = "gguf"
+
+    @property
+    def context_length(self) -> int:
+        """The context window the server reports on /health."""
+        length: int = httpx.get(f"{self.url}/health", timeout=5).json()["context_length"]
+        return length
 
 
 def free_port() -> int:
@@ -35,7 +42,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(log: Path, *flags: str) -> RunningServer:
+def start_server(log: Path, *flags: str, kind: str = "gguf") -> RunningServer:
     """Start `python -m toolrpc serve` and wait (bounded) until `/health` answers 200."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -49,7 +56,7 @@ def start_server(log: Path, *flags: str) -> RunningServer:
             raise RuntimeError(f"server exited early:\n{log.read_text()}")
         try:
             if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return RunningServer(url, process, log)
+                return RunningServer(url, process, log, kind)
         except httpx.TransportError:
             pass
         time.sleep(0.1)
@@ -67,10 +74,19 @@ def stop_server(server: RunningServer) -> None:
         server.process.wait(timeout=5)
 
 
-@pytest.fixture(scope="package")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """The embedded model with one slot, so a request that is not cancelled blocks the next."""
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    server = start_server(log, "--parallel", "1", "--ctx-size", "2048")
+@pytest.fixture(scope="package", params=["gguf", "hf"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """One slot, so a request that is not cancelled blocks the next. `gguf`: the embedded model
+    through llama.cpp; `hf`: a tiny random Qwen2 model folder built by the test, through
+    transformers (the same protocol suite runs against both)."""
+    folder = tmp_path_factory.mktemp(request.param)
+    flags = ["--parallel", "1", "--ctx-size", "2048"]
+    if request.param == "hf":
+        from tests.engines.tiny_hf import build_tiny_model
+
+        flags += ["--model", str(build_tiny_model(folder / "model"))]
+    server = start_server(folder / "server.log", *flags, kind=request.param)
     yield server
     stop_server(server)

@@ -11,8 +11,9 @@ import jsonschema
 import pytest
 
 from toolrpc.engines.base import Chunk, GenerationRequest, SamplingParams
+from toolrpc.engines.batched import BatchedEngine
 from toolrpc.engines.default_model import embedded_model_path
-from toolrpc.engines.llama_cpp import LlamaCppEngine, LlamaCppOptions
+from toolrpc.engines.llama_cpp import LlamaCppOptions, load_llama_cpp
 from toolrpc.errors import ContextLengthExceeded
 from toolrpc.scheduling.loop import LoopConfig
 
@@ -46,14 +47,14 @@ def chatml(question: str) -> str:
 
 
 @pytest.fixture
-async def engine() -> AsyncIterator[LlamaCppEngine]:
+async def engine() -> AsyncIterator[BatchedEngine]:
     options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
-    loaded = await asyncio.to_thread(LlamaCppEngine.load, options, LoopConfig(token_budget=256))
+    loaded = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
     yield loaded
     await loaded.aclose()
 
 
-async def run(engine: LlamaCppEngine, request: GenerationRequest) -> list[Chunk]:
+async def run(engine: BatchedEngine, request: GenerationRequest) -> list[Chunk]:
     async with asyncio.timeout(WAIT_S), aclosing(engine.generate(request)) as chunks:
         return [chunk async for chunk in chunks]
 
@@ -67,7 +68,7 @@ def greedy(prompt: str, max_new_tokens: int = 48) -> GenerationRequest:
 
 
 async def test_greedy_output_is_the_same_alone_and_batched_with_three_others(
-    engine: LlamaCppEngine,
+    engine: BatchedEngine,
 ) -> None:
     alone = [text(await run(engine, greedy(chatml(q)))) for q in QUESTIONS]
     steps_before = engine.stats().num_steps
@@ -80,7 +81,7 @@ async def test_greedy_output_is_the_same_alone_and_batched_with_three_others(
 
 
 async def test_a_follow_up_reuses_the_cached_turn_and_answers_as_a_cold_run_does(
-    engine: LlamaCppEngine,
+    engine: BatchedEngine,
 ) -> None:
     first_prompt = chatml("Tell me about the Moon.")
     first = await run(engine, greedy(first_prompt, 64))
@@ -88,9 +89,7 @@ async def test_a_follow_up_reuses_the_cached_turn_and_answers_as_a_cold_run_does
 
     warm = await run(engine, greedy(follow_up))
     options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
-    cold_engine = await asyncio.to_thread(
-        LlamaCppEngine.load, options, LoopConfig(token_budget=256)
-    )
+    cold_engine = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
     try:
         cold = await run(cold_engine, greedy(follow_up))
     finally:
@@ -103,7 +102,7 @@ async def test_a_follow_up_reuses_the_cached_turn_and_answers_as_a_cold_run_does
 
 
 async def test_constrained_requests_batched_together_produce_valid_calls_as_when_alone(
-    engine: LlamaCppEngine,
+    engine: BatchedEngine,
 ) -> None:
     cities = ["Paris", "Tokyo", "Lima", "Oslo"]
     requests = [
@@ -125,7 +124,7 @@ async def test_constrained_requests_batched_together_produce_valid_calls_as_when
     assert json.loads(batched[0])["arguments"] == {"city": "Paris"}
 
 
-async def test_closing_a_stream_early_cancels_its_sequence(engine: LlamaCppEngine) -> None:
+async def test_closing_a_stream_early_cancels_its_sequence(engine: BatchedEngine) -> None:
     request = greedy(chatml("Write a long essay about the history of Rome."), 500)
     async with asyncio.timeout(WAIT_S), aclosing(engine.generate(request)) as chunks:
         async for _ in chunks:
@@ -138,7 +137,7 @@ async def test_closing_a_stream_early_cancels_its_sequence(engine: LlamaCppEngin
 
 
 async def test_a_prompt_longer_than_the_context_is_refused_with_its_size(
-    engine: LlamaCppEngine,
+    engine: BatchedEngine,
 ) -> None:
     with pytest.raises(ContextLengthExceeded) as caught:
         await run(engine, greedy(chatml("word " * 2000)))

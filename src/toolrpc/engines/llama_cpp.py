@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +31,12 @@ from llama_cpp import _internals
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from toolrpc.engines.base import (
-    Chunk,
     EngineInfo,
-    EngineStats,
-    GenerationRequest,
     SamplingParams,
 )
+from toolrpc.engines.batched import BatchedEngine
 from toolrpc.generation import ContinuationScore
-from toolrpc.scheduling.loop import BatchLoop, LoopConfig
+from toolrpc.scheduling.loop import LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk, TokenSampler
 from toolrpc.types import JSONObject
 
@@ -277,42 +274,8 @@ def _sampling_steps(sampling: SamplingParams) -> list[llama_cpp.llama_sampler_p]
     return steps
 
 
-class LlamaCppEngine:
-    """The Engine for GGUF models: a LlamaCppRunner driven by the batching loop."""
-
-    def __init__(self, runner: LlamaCppRunner, loop_config: LoopConfig | None = None) -> None:
-        self._info = runner.info()
-        self._loop = BatchLoop(runner, loop_config)
-
-    @classmethod
-    def load(
-        cls, options: LlamaCppOptions, loop_config: LoopConfig | None = None
-    ) -> LlamaCppEngine:
-        """Load the model (blocking: call it off the event loop)."""
-        return cls(LlamaCppRunner(options), loop_config)
-
-    @property
-    def info(self) -> EngineInfo:
-        """Model name, context length and chat template."""
-        return self._info
-
-    @property
-    def loop(self) -> BatchLoop:
-        """The batching loop (its scheduler and step count are useful to metrics and tests)."""
-        return self._loop
-
-    def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        """Stream the continuation of the prompt (see `Engine.generate`)."""
-        return self._loop.generate(request)
-
-    async def score(self, prompt: str, continuation: str) -> ContinuationScore:
-        """How likely the model finds `continuation` after `prompt` (see `Engine.score`)."""
-        return await self._loop.score(prompt, continuation)
-
-    def stats(self) -> EngineStats:
-        """The batching loop's counters and gauges."""
-        return self._loop.stats()
-
-    async def aclose(self) -> None:
-        """Stop the loop and free the model."""
-        await self._loop.aclose()
+def load_llama_cpp(
+    options: LlamaCppOptions, loop_config: LoopConfig | None = None
+) -> BatchedEngine:
+    """Load a GGUF model as an Engine (blocking: call it off the event loop)."""
+    return BatchedEngine(LlamaCppRunner(options), loop_config)

@@ -111,7 +111,10 @@ def create_app(
         state: AppState | None = request.app.state.toolrpc
         if state is None:
             return JSONResponse({"status": "loading"}, status_code=503)
-        return JSONResponse({"status": "ok", "model": state.engine.info.model_name})
+        info = state.engine.info
+        return JSONResponse(
+            {"status": "ok", "model": info.model_name, "context_length": info.context_length}
+        )
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
