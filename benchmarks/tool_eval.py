@@ -60,6 +60,8 @@ TARGET_SCHEMA = 1.0
 TARGET_REQUIRED_ARGS = 0.80
 
 ROUTER_LINE = re.compile(r"router scores (\{.*\}) -> (\S+)")
+CALL_MARKUP = re.compile(r'<tool_call>|^\s*\{\s*"name"\s*:')
+"""Text that is (the start of) a tool call: a final_text must never carry it (PROTOCOL.md)."""
 
 JSONDict = dict[str, Any]
 
@@ -77,7 +79,8 @@ class EvalSet:
         for tool in self.tools:
             function = tool.get("function", tool)
             if function["name"] == name:
-                return function.get("parameters", {"type": "object"})
+                parameters: JSONDict = function.get("parameters", {"type": "object"})
+                return parameters
         return None
 
 
@@ -231,7 +234,9 @@ class Record:
     type: str | None = None
     finish_reason: str | None = None
     calls: list[JSONDict] = field(default_factory=list)
-    text: str | None = None
+    text: str | None = None  # the first 300 characters of a final_text
+    leaked_call: bool = False  # final_text that is call markup (a call cut short, or unparsed)
+    empty_text: bool = False  # final_text with no visible text
     error: str | None = None
     right_decision: bool | None = None  # auto only
     right_tool: bool | None = None  # required only
@@ -296,7 +301,10 @@ class Client:
                     for c in result.get("content") or []
                 ]
             else:
-                record.text = str(result.get("content") or "")[:300]
+                text = str(result.get("content") or "")
+                record.text = text[:300]
+                record.leaked_call = bool(CALL_MARKUP.search(text))
+                record.empty_text = not text.strip()
         judge(record, case, self.eval_set)
         return record
 
@@ -319,7 +327,8 @@ def judge(record: Record, case: JSONDict, eval_set: EvalSet) -> None:
     expected_tool = case.get("expected_tool")
     tool_ok = first is not None and first["name"] == expected_tool
     args_ok = (
-        tool_ok
+        first is not None
+        and tool_ok
         and isinstance(first["arguments"], dict)
         and args_match(case.get("expected_args", {}), first["arguments"], eval_set.contains_args)
     )
@@ -327,8 +336,10 @@ def judge(record: Record, case: JSONDict, eval_set: EvalSet) -> None:
         if case["category"] == "tool":
             record.right_decision = record.type == "tool_calls" and tool_ok
             record.right_args = args_ok
-        else:
-            record.right_decision = record.type == "final_text"
+        else:  # an empty text or a cut-off call is no answer
+            record.right_decision = (
+                record.type == "final_text" and not record.leaked_call and not record.empty_text
+            )
     elif record.mode == "required":
         record.right_tool = tool_ok
         record.right_args = args_ok
@@ -340,6 +351,7 @@ def run_cases(client: Client, eval_set: EvalSet, records: list[Record]) -> None:
     Appends to `records` as it goes, so a run that breaks still reports what it measured."""
     num_pairs = 0
     for case in eval_set.cases:
+        modes: tuple[str, ...]
         if case["category"] == "no_tool":
             modes = ("auto", "none") if num_pairs % 2 == 0 else ("none", "auto")
             num_pairs += 1
@@ -412,10 +424,22 @@ def summarize(records: list[Record]) -> JSONDict:
             "overall": _rate([r.right_decision for r in auto]),
             **{c: _rate([r.right_decision for r in auto_by_cat[c]]) for c in CATEGORIES},
             "tool_right_args": _rate([r.right_args for r in auto_by_cat["tool"]]),
+            "follow_up_empty_text": sum(r.empty_text for r in auto_by_cat["follow_up"]),
             "follow_up_loop_guard": sum(
                 r.finish_reason == "loop_guard" for r in auto_by_cat["follow_up"]
             ),
             "errors": sum(r.error is not None for r in auto),
+        },
+        "final_text_problems": {  # every mode
+            "leaked_call": sum(r.leaked_call for r in records),
+            "empty_text": sum(r.empty_text for r in records),
+            "by_mode": {
+                m: {
+                    "leaked_call": sum(r.leaked_call for r in records if r.mode == m),
+                    "empty_text": sum(r.empty_text for r in records if r.mode == m),
+                }
+                for m in ("auto", "none", "required")
+            },
         },
         "schema_valid": {
             "auto": _rate([v for r in auto for v in r.schema_valid]),
@@ -514,12 +538,15 @@ def table_rows(summary: JSONDict) -> list[tuple[str, str]]:
         ("auto: no tool needed (text)", _pct(a["no_tool"])),
         ("auto: follow-up (text)", _pct(a["follow_up"])),
         ("auto: follow-ups ended by loop_guard", str(a["follow_up_loop_guard"])),
+        ("auto: follow-ups answered with empty text", str(a["follow_up_empty_text"])),
         ("schema-valid calls, auto", _pct(s["auto"])),
         ("schema-valid calls, required", _pct(s["required"])),
         ("required: right tool", _pct(q["right_tool"])),
         ("required: right tool+args", _pct(q["right_tool_and_args"])),
         ("required: answered without a call", str(q["no_call"])),
         ("errors (auto / required)", f"{a['errors']} / {q['errors']}"),
+        ("final_text = cut-off call (auto/none/req)", _by_mode(summary, "leaked_call")),
+        ("final_text empty (auto/none/req)", _by_mode(summary, "empty_text")),
         ("median latency auto, no-tool prompts", _secs(lat["median_auto_no_tool"])),
         ("median latency none, same prompts", _secs(lat["median_none_no_tool"])),
         ("router added (difference of medians)", _secs(lat["router_added_median_diff"], True)),
@@ -530,6 +557,11 @@ def table_rows(summary: JSONDict) -> list[tuple[str, str]]:
         ("median latency auto, all", _secs(lat["median_auto_all"])),
         ("median latency required", _secs(lat["median_required"])),
     ]  # fmt: skip
+
+
+def _by_mode(summary: JSONDict, key: str) -> str:
+    by_mode = summary["final_text_problems"]["by_mode"]
+    return " / ".join(str(by_mode[m][key]) for m in ("auto", "none", "required"))
 
 
 def _label(run: JSONDict) -> str:
@@ -566,6 +598,7 @@ def print_report(runs: list[JSONDict]) -> None:
             if (r["mode"] == "auto" and r["right_decision"] is False)
             or (r["mode"] == "required" and r["right_args"] is False)
             or (r["category"] == "follow_up" and r["finish_reason"] == "loop_guard")
+            or r["leaked_call"] or r["empty_text"]
         ]  # fmt: skip
         print(f"\nwrong or guarded answers, {_label(run)}: {len(wrong)}")
         for r in wrong:
@@ -574,9 +607,13 @@ def print_report(runs: list[JSONDict]) -> None:
                     f"{c['name']}({json.dumps(c['arguments'], ensure_ascii=False)})"
                     for c in r["calls"]
                 )
-                or f"{r['type']}/{r['finish_reason']}"
+                or f"{r['type']}/{r['finish_reason']}: {(r['text'] or '')[:60]!r}"
             )
-            print(f"  {r['mode']:8} {r['category']:9} {r['case_id']:22} -> {got[:110]}")
+            routed = (r["router"] or {}).get("chosen", "?")
+            print(
+                f"  {r['mode']:8} {r['category']:9} {r['case_id']:22} "
+                f"[router: {routed}] -> {got[:110]}"
+            )
     best = best_run(runs)
     if best is not None and len(done) > 1:
         why = "most right auto decisions; ties: required tool+args, then |bias|"
@@ -658,7 +695,8 @@ def server_argv(args: argparse.Namespace, bias: float | None) -> list[str]:
         argv += ["--tool-router-bias", repr(bias)]
     if not args.no_router_scores:
         argv += ["--log-level", "debug"]
-    return argv + args.extra_flags
+    extra: list[str] = args.extra_flags
+    return argv + extra
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
+from tests.server.apps import PARIS, make_app, serving
 from toolrpc.config import Settings
-from toolrpc.engines.fake import FakeEngine, Reply
-from toolrpc.server import create_app
 
 WAIT_S = 2.0  # bound on every wait in this module
 
@@ -31,25 +27,9 @@ WEATHER: dict[str, Any] = {
         },
     },
 }
-PARIS = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 
 CLIENT_ERROR_CODES = {-32700, -32600, -32601, -32602, -32002, -32005}
 """The codes bad input may get; -32603 (internal error) would be a bug."""
-
-
-def make_app(
-    *script: Reply, settings: Settings | None = None, context_length: int = 4096
-) -> tuple[FastAPI, FakeEngine]:
-    engine = FakeEngine(script, context_length=context_length)
-    # The router (tested in tests/chat/test_router.py) is off: these tests script the model.
-    return create_app(settings or Settings(tool_router="off"), engine=engine), engine
-
-
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
 
 
 async def post_rpc(client: httpx.AsyncClient, body: Any) -> httpx.Response:

@@ -9,6 +9,7 @@ its sequence before the next step, so its slot and KV cache are free within one 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 from collections.abc import AsyncGenerator, Callable
@@ -80,20 +81,15 @@ class BatchLoop:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._totals = {"requests": 0, "cancelled": 0, "prompt": 0, "generated": 0, "cached": 0}
+        self._totals = EngineStats()
         self.num_steps = 0
 
     def stats(self) -> EngineStats:
         """Counters since start and the current queue gauges."""
-        totals = self._totals
-        return EngineStats(
+        return dataclasses.replace(
+            self._totals,
             num_running=len(self.scheduler.running),
             num_waiting=len(self.scheduler.waiting),
-            num_requests=totals["requests"],
-            num_cancelled=totals["cancelled"],
-            num_prompt_tokens=totals["prompt"],
-            num_generated_tokens=totals["generated"],
-            num_cached_tokens=totals["cached"],
             num_steps=self.num_steps,
         )
 
@@ -169,8 +165,7 @@ class BatchLoop:
             raise Overloaded("the request queue is full", self.config.retry_after_s)
         self.scheduler.add(state.seq)
         self._requests[state.seq.seq_id] = state
-        self._totals["requests"] += 1
-        self._totals["prompt"] += len(state.seq.prompt_ids)
+        self._count(num_requests=1, num_prompt_tokens=len(state.seq.prompt_ids))
         state.deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
         self._ensure_running()
         self._wake.set()
@@ -203,6 +198,12 @@ class BatchLoop:
         await self._call(self.runner.close)
         self._executor.shutdown(wait=True)
 
+    def _count(self, **increments: int) -> None:
+        totals = self._totals
+        self._totals = dataclasses.replace(
+            totals, **{name: getattr(totals, name) + n for name, n in increments.items()}
+        )
+
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking runner call on the runner's own thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -215,10 +216,11 @@ class BatchLoop:
         """Finish a request's sequence now; its sampler is closed after the step in flight."""
         if self._requests.pop(state.seq.seq_id, None) is None:
             return
-        if not state.is_finished:
-            self._totals["cancelled"] += 1
-        self._totals["generated"] += state.seq.num_output
-        self._totals["cached"] += state.seq.num_cached
+        self._count(
+            num_cancelled=0 if state.is_finished else 1,
+            num_generated_tokens=state.seq.num_output,
+            num_cached_tokens=state.seq.num_cached,
+        )
         self.scheduler.finish(state.seq, keep_cache=keep_cache)
         self._retired.append(state)
         self._wake.set()
