@@ -458,6 +458,8 @@ class ConcurrencyResult:
 class PrefixResult:
     """TTFT of a follow-up turn with ~1k tokens of history: after its first turn, and cold."""
 
+    first_turn_prompt_tokens: int
+    first_turn_completion_tokens: int
     prompt_tokens: int
     cached_ttft_s: float
     cached_tokens: int
@@ -542,20 +544,28 @@ def follow_up_body(first_turn: StreamRecord) -> JSONDict:
     return toolrpc_body(FOLLOW_UP_MESSAGE, 16, history=first_turn.result["history"])
 
 
-async def prefix_first_turns(
+@dataclass(frozen=True)
+class Conversation:
+    """A first turn and the follow-up sent right after it (its body is replayed cold later)."""
+
+    first: StreamRecord
+    follow_up_body: JSONDict
+    follow_up: StreamRecord
+
+
+async def prefix_conversations(
     client: httpx.AsyncClient, url: str, sizes: Sizes
-) -> tuple[list[JSONDict], list[StreamRecord]]:
-    """For each run, a first turn then its follow-up; returns the follow-up bodies and records."""
-    bodies: list[JSONDict] = []
-    follow_ups: list[StreamRecord] = []
+) -> list[Conversation]:
+    """For each run, a first turn (its own system prompt) then its follow-up."""
+    conversations: list[Conversation] = []
     for tag in range(sizes.num_runs):
         message = "Summarize the three most important rules of this handbook in detail."
         first = await stream_toolrpc(
             client, url, toolrpc_body(message, 200, system=handbook_system_prompt(tag))
         )
-        bodies.append(follow_up_body(first))
-        follow_ups.append(await stream_toolrpc(client, url, bodies[-1]))
-    return bodies, follow_ups
+        body = follow_up_body(first)
+        conversations.append(Conversation(first, body, await stream_toolrpc(client, url, body)))
+    return conversations
 
 
 async def midstream(client: httpx.AsyncClient, url: str, sizes: Sizes) -> MidstreamResult:
@@ -651,8 +661,8 @@ def new_client() -> httpx.AsyncClient:
 
 async def bench_toolrpc(
     results: Results, args: argparse.Namespace, sizes: Sizes
-) -> tuple[list[JSONDict], list[StreamRecord]]:
-    """Every phase on one toolrpc server; returns the follow-up turns' bodies and records."""
+) -> list[Conversation]:
+    """Every phase on one toolrpc server; returns the conversations of the prefix phase."""
     parallel = max(sizes.concurrency_levels)
     argv = toolrpc_argv(args.port_base, parallel)
     results.config["toolrpc_argv"] = argv[1:]
@@ -670,9 +680,9 @@ async def bench_toolrpc(
             with phase(results, "toolrpc long prompt mid-stream"):
                 results.midstream = await midstream(client, url, sizes)
             with phase(results, "toolrpc follow-up after first turn"):
-                bodies, follow_ups = await prefix_first_turns(client, url, sizes)
+                conversations = await prefix_conversations(client, url, sizes)
         results.rss_after_load_mib = server.rss_mib()
-    return bodies, follow_ups
+    return conversations
 
 
 async def bench_cold_follow_ups(
@@ -689,9 +699,12 @@ async def bench_cold_follow_ups(
                 return [await stream_toolrpc(client, s.base_url, body) for body in bodies]
 
 
-def prefix_result(follow_ups: list[StreamRecord], colds: list[StreamRecord]) -> PrefixResult:
+def prefix_result(conversations: list[Conversation], colds: list[StreamRecord]) -> PrefixResult:
     """Median follow-up TTFTs, after the first turn and cold."""
+    follow_ups = [c.follow_up for c in conversations]
     return PrefixResult(
+        first_turn_prompt_tokens=conversations[0].first.prompt_tokens,
+        first_turn_completion_tokens=conversations[0].first.completion_tokens,
         prompt_tokens=follow_ups[0].prompt_tokens,
         cached_ttft_s=statistics.median(r.ttft_s for r in follow_ups),
         cached_tokens=follow_ups[0].cached_tokens,
@@ -718,9 +731,10 @@ async def bench_peer(results: Results, args: argparse.Namespace, sizes: Sizes) -
 
 async def run_servers(results: Results, args: argparse.Namespace, sizes: Sizes) -> None:
     """The server phases, one server at a time."""
-    bodies, follow_ups = await bench_toolrpc(results, args, sizes)
+    conversations = await bench_toolrpc(results, args, sizes)
+    bodies = [c.follow_up_body for c in conversations]
     colds = await bench_cold_follow_ups(results, args, bodies, sizes)
-    results.prefix = prefix_result(follow_ups, colds)
+    results.prefix = prefix_result(conversations, colds)
     if not args.skip_peer:
         await bench_peer(results, args, sizes)
 
@@ -797,6 +811,10 @@ def figure_rows(r: Results) -> list[tuple[str, str]]:
     if r.prefix:
         p = r.prefix
         rows += [
+            (
+                "first turn prompt + completion tokens",
+                f"{p.first_turn_prompt_tokens} + {p.first_turn_completion_tokens}",
+            ),
             ("follow-up prompt tokens", str(p.prompt_tokens)),
             ("follow-up TTFT after first turn (s)", fmt(p.cached_ttft_s)),
             ("follow-up usage.cached_tokens", str(p.cached_tokens)),

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     batch_tokens: Annotated[int, Field(ge=16)] = Field(
         512, description="tokens per model step (decode tokens plus prompt chunks)"
     )
+    prefill_chunk: Annotated[int, Field(ge=4)] = Field(
+        64,
+        description="prompt tokens per step while other conversations are generating (smaller: "
+        "smoother streams, slower admission of long prompts)",
+    )
     threads: Annotated[int, Field(ge=1)] | None = Field(
         None, description="CPU threads for the model (default: all cores)"
     )

@@ -385,3 +385,34 @@ def test_a_prompt_chunk_never_leaves_a_single_token_for_the_sampled_chunk() -> N
             assert sum(sizes) == num_prompt
             assert sizes[-1] >= 2, (num_prompt, budget, sizes)
             assert min(sizes) >= 2, (num_prompt, budget, sizes)
+
+
+def test_while_others_decode_prompt_chunks_share_the_smaller_prefill_budget() -> None:
+    scheduler = Scheduler(
+        num_slots=2, token_budget=64, max_waiting=2, prefill_budget_while_decoding=8
+    )
+    streaming, long_prompt = make_seq(0, 4), make_seq(1, 40)
+    scheduler.add(streaming)
+    run_step(scheduler)  # prefilled alone: the whole budget
+    scheduler.add(long_prompt)
+
+    sizes = []
+    while long_prompt.is_prefill:
+        chunks = run_step(scheduler)
+        assert streaming in [chunk.seq for chunk in chunks]  # a token for the stream every step
+        sizes += [len(c.token_ids) for c in chunks if c.seq is long_prompt]
+
+    assert max(sizes) <= 8
+    assert sum(sizes) == 40
+
+
+def test_alone_a_prompt_gets_the_whole_budget() -> None:
+    scheduler = Scheduler(
+        num_slots=2, token_budget=64, max_waiting=2, prefill_budget_while_decoding=8
+    )
+    seq = make_seq(0, 40)
+    scheduler.add(seq)
+
+    [chunk] = scheduler.schedule()
+
+    assert len(chunk.token_ids) == 40

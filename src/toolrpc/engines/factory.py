@@ -37,6 +37,7 @@ def load_engine(settings: Settings) -> Engine:
         return FakeEngine(context_length=settings.ctx_size)
     loop_config = LoopConfig(
         token_budget=settings.batch_tokens,
+        prefill_budget_while_decoding=settings.prefill_chunk,
         max_waiting=settings.max_queue,
         request_timeout_s=settings.request_timeout_s,
     )

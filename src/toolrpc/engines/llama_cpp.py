@@ -166,7 +166,19 @@ class LlamaCppRunner:
         return sampler
 
     def step(self, chunks: list[RunnerChunk]) -> list[int | ContinuationScore | None]:
-        """Decode all chunks in one `llama_decode`; sample or score where a chunk asks for it."""
+        """Decode all chunks in one `llama_decode`; sample or score where a chunk asks for it.
+
+        Chunks go into the batch in slot order: with a KV stream per sequence, llama.cpp puts
+        sequences in one micro-batch only when their ids follow each other (`split_equal`).
+        """
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].slot)
+        results = self._step_in_order([chunks[i] for i in order])
+        unsorted: list[int | ContinuationScore | None] = [None] * len(chunks)
+        for position, index in enumerate(order):
+            unsorted[index] = results[position]
+        return unsorted
+
+    def _step_in_order(self, chunks: list[RunnerChunk]) -> list[int | ContinuationScore | None]:
         batch = self._batch
         first_rows: list[int] = []
         n = 0

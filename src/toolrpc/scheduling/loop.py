@@ -46,6 +46,7 @@ class LoopConfig:
     """Limits of the batching loop."""
 
     token_budget: int = 512
+    prefill_budget_while_decoding: int | None = None
     max_waiting: int = 64
     request_timeout_s: float = 600.0
     retry_after_s: float = 2.0
@@ -73,6 +74,7 @@ class BatchLoop:
             num_slots=runner.num_slots,
             token_budget=self.config.token_budget,
             max_waiting=self.config.max_waiting,
+            prefill_budget_while_decoding=self.config.prefill_budget_while_decoding,
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolrpc-runner")
         self._requests: dict[int, _Request] = {}

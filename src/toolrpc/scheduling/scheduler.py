@@ -5,7 +5,10 @@ Pure and synchronous: no model, no asyncio, no clock. Each step
 1. gives every running sequence that is decoding its one pending token (decodes first, so a
    stream never waits behind someone else's prompt);
 2. spends what is left of the token budget on prompt chunks, running sequences first, then
-   newly admitted ones in arrival order (first come, first served) while a slot is free.
+   newly admitted ones in arrival order (first come, first served) while a slot is free. While
+   any sequence is decoding, prompt chunks share a smaller budget
+   (`prefill_budget_while_decoding`): on a CPU a 512-token chunk holds every running stream for
+   over a second, a 64-token one for a fraction of that.
 
 A long prompt is therefore prefilled over several steps, and running streams keep producing a
 token every step meanwhile.
@@ -71,12 +74,22 @@ def common_prefix_len(a: list[int], b: list[int], limit: int) -> int:
 class Scheduler:
     """Waiting and running queues over a fixed number of slots (sequences the runner can hold)."""
 
-    def __init__(self, *, num_slots: int, token_budget: int, max_waiting: int) -> None:
+    def __init__(
+        self,
+        *,
+        num_slots: int,
+        token_budget: int,
+        max_waiting: int,
+        prefill_budget_while_decoding: int | None = None,
+    ) -> None:
         # Decodes of the other slots leave a prefilling sequence at least MIN_FINAL_CHUNK + 1
         # tokens, enough to always make progress under the chunk rules.
         if num_slots < 1 or token_budget < num_slots + MIN_FINAL_CHUNK or max_waiting < 0:
             raise ValueError("need num_slots >= 1, token_budget >= num_slots + 2, max_waiting >= 0")
+        if prefill_budget_while_decoding is not None and prefill_budget_while_decoding < 4:
+            raise ValueError("prefill_budget_while_decoding must be at least 4")
         self.token_budget = token_budget
+        self.prefill_budget_while_decoding = prefill_budget_while_decoding
         self.max_waiting = max_waiting
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -114,14 +127,22 @@ class Scheduler:
             if not seq.is_prefill and budget > 0:
                 chunks.append(self._chunk(seq, 1))
                 budget -= 1
+        prefill = budget
+        if chunks and self.prefill_budget_while_decoding is not None:
+            prefill = min(budget, self.prefill_budget_while_decoding)
         for seq in self.running:
-            if seq.is_prefill and budget > 0:
-                budget -= self._add_chunk(chunks, self._chunk(seq, budget))
-        while budget >= MIN_FINAL_CHUNK and self.waiting and self.num_slots_free > 0:
+            if seq.is_prefill and prefill > 0:
+                prefill -= self._add_chunk(chunks, self._prefill_chunk(seq, prefill, budget))
+        while prefill >= MIN_FINAL_CHUNK and self.waiting and self.num_slots_free > 0:
             seq = self.waiting.popleft()
             self._admit(seq)
-            budget -= self._add_chunk(chunks, self._chunk(seq, budget))
+            prefill -= self._add_chunk(chunks, self._prefill_chunk(seq, prefill, budget))
         return chunks
+
+    def _prefill_chunk(self, seq: Sequence, prefill: int, budget: int) -> ScheduledChunk:
+        """A prompt chunk within `prefill` tokens, stretched (within the whole step's `budget`)
+        to the sequence's `min_final_chunk` so that a scored tail is never starved."""
+        return self._chunk(seq, min(budget, max(prefill, seq.min_final_chunk)))
 
     @staticmethod
     def _add_chunk(chunks: list[ScheduledChunk], chunk: ScheduledChunk) -> int:
@@ -170,8 +191,8 @@ class Scheduler:
             idle, key=lambda s: (common_prefix_len(s.cached, seq.prompt_ids, limit), s.last_used)
         )
         reused = common_prefix_len(best.cached, seq.prompt_ids, limit)
-        if reused == 0:
-            best = min(idle, key=lambda s: (bool(s.cached), s.last_used))
+        if reused == 0:  # the lowest empty slot (keeps running ids together), else the LRU one
+            best = min(idle, key=lambda s: (1, s.last_used) if s.cached else (0, s.index))
         self._trims.append(KvTrim(best.index, reused))
         best.seq, best.cached = seq, []
         seq.slot = best.index
