@@ -168,3 +168,13 @@ async def test_tool_choice_none_bypasses_the_router() -> None:
 
     assert result.type == "final_text"
     assert engine.scored == []
+
+
+async def test_a_forced_call_cut_short_is_never_returned_as_text() -> None:
+    engine = FakeEngine(['{"name": "send_email", "arguments": {"to": "Bob and Alice and'])
+
+    result = await run_step(engine, {"message": "send an email to Bob", "tool_choice": "required"})
+
+    assert result.type == "final_text"
+    assert result.content == ""
+    assert "send_email" not in str(result.history[-1].content)

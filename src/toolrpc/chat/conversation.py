@@ -185,8 +185,9 @@ class ChatSession:
             async for chunk in chunks:
                 for event in parser.feed(chunk.text):
                     if isinstance(event, TextDelta):
-                        out.text += event.text
-                        yield event.text
+                        if not constrained:
+                            out.text += event.text
+                            yield event.text
                     else:
                         _take_call(out, event, by_name)
                 if chunk.finish_reason is not None:
@@ -199,8 +200,9 @@ class ChatSession:
                         )
         for event in parser.finish():
             if isinstance(event, TextDelta):
-                out.text += event.text
-                yield event.text
+                if not constrained:  # a constrained output is a call or nothing (cut short)
+                    out.text += event.text
+                    yield event.text
             else:
                 _take_call(out, event, by_name)
 
