@@ -310,3 +310,12 @@ def test_random_outputs_fed_in_random_pieces_agree_with_whole_text() -> None:
         assert [e.index for e in calls] == list(range(len(calls))), repr(text)
         if not calls:
             assert text_of(whole) == text, repr(text)
+
+
+def test_a_long_run_of_whitespace_is_streamed_not_held_to_the_end() -> None:
+    parser = ToolCallParser()
+    events = parser.feed("Hi" + "\n" * 100)
+
+    streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert streamed.startswith("Hi\n")
+    assert len(streamed) >= 100 - 64

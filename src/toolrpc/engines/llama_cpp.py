@@ -105,7 +105,7 @@ class LlamaCppRunner:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(options.max_batch_tokens, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
-        self._num_vocab = int(llama_cpp.llama_n_vocab(self._vocab))
+        self._num_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self._metadata = self._model.metadata()
         self._bos_text = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
         self._adds_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))

@@ -4,8 +4,9 @@ The machine is fed text in pieces of any size and emits events as soon as they a
 `parse_all` feeds it once, so streaming and whole-text parsing agree by construction.
 
 Whitespace contract: text is emitted as generated, except that whitespace next to a tool call is
-dropped: the whitespace right before a call's start marker (or a bare JSON call), the whitespace
-right after a call, and so all whitespace between calls. Output without tool calls comes back
+dropped: the whitespace right before a call's start marker (or a bare JSON call; at most the last
+`MAX_HELD_WHITESPACE` characters of it), the whitespace right after a call, and so all whitespace
+between calls. Output without tool calls comes back
 unchanged. To honour this while streaming, trailing whitespace is held back until something other
 than whitespace or a call follows it, as is any tail that may be the beginning of a start marker.
 
@@ -54,6 +55,10 @@ class InvalidToolCall:
 
 
 ParserEvent: TypeAlias = TextDelta | ToolCallParsed | InvalidToolCall
+
+
+MAX_HELD_WHITESPACE = 64
+"""Whitespace held back while streaming (it may precede a call); a longer run is released."""
 
 
 class _State(enum.Enum):
@@ -177,11 +182,12 @@ class ToolCallParser:
 
     def _step_expect_bare(self, is_final: bool) -> bool:
         stripped = self._buf.lstrip()
-        if not stripped:
+        num_leading = len(self._buf) - len(stripped)
+        if not stripped and num_leading <= MAX_HELD_WHITESPACE:
             if is_final:
                 self._state = _State.TEXT
             return is_final
-        if stripped[0] in _BARE_OPENERS:
+        if stripped and stripped[0] in _BARE_OPENERS and num_leading <= MAX_HELD_WHITESPACE:
             self._bare_start = len(self._buf) - len(stripped)
             self._scanner = _BracketScanner(stripped[0])
             self._state = _State.BARE
@@ -211,7 +217,7 @@ class ToolCallParser:
             self._is_after_call = not self._buf
         start = self._buf.find(self._fmt.start)
         if start >= 0:
-            _emit_text(self._buf[:start].rstrip(), events)
+            _emit_text(_rstrip_bounded(self._buf[:start]), events)
             self._buf = self._buf[start + len(self._fmt.start) :]
             self._num_searched = 0
             self._state = _State.CALL
@@ -221,7 +227,7 @@ class ToolCallParser:
             self._buf = ""
             return False
         num_held = _partial_marker_len(self._buf, self._fmt.start)
-        text = self._buf[: len(self._buf) - num_held].rstrip()
+        text = _rstrip_bounded(self._buf[: len(self._buf) - num_held])
         _emit_text(text, events)
         self._buf = self._buf[len(text) :]
         return False
@@ -276,6 +282,13 @@ def parse_all(
 def _emit_text(text: str, events: list[ParserEvent]) -> None:
     if text:
         events.append(TextDelta(text))
+
+
+def _rstrip_bounded(text: str) -> str:
+    """`text` without its trailing whitespace, but only up to `MAX_HELD_WHITESPACE` of it: a
+    longer run is text (and, streaming, is not held back forever)."""
+    stripped = text.rstrip()
+    return text[: max(len(stripped), len(text) - MAX_HELD_WHITESPACE)]
 
 
 def _partial_marker_len(text: str, marker: str) -> int:
