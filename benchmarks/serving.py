@@ -440,6 +440,7 @@ class SingleResult:
     ttft_s: float
     completion_tokens: list[int]
     finish_reasons: list[str]
+    decode_tok_s_runs: list[float]
 
 
 @dataclass(frozen=True)
@@ -489,6 +490,7 @@ async def single_stream(client: httpx.AsyncClient, url: str, sizes: Sizes) -> Si
         statistics.median(r.ttft_s for r in records),
         [r.completion_tokens for r in records],
         [r.finish_reason for r in records],
+        [r.decode_tok_s for r in records],
     )
 
 
