@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         512, description="tokens per model step (decode tokens plus prompt chunks)"
     )
     prefill_chunk: Annotated[int, Field(ge=4)] = Field(
-        64,
+        32,
         description="prompt tokens per step while other conversations are generating (smaller: "
         "smoother streams, slower admission of long prompts)",
     )

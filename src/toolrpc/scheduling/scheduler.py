@@ -8,7 +8,9 @@ Pure and synchronous: no model, no asyncio, no clock. Each step
    newly admitted ones in arrival order (first come, first served) while a slot is free. While
    any sequence is decoding, prompt chunks share a smaller budget
    (`prefill_budget_while_decoding`): on a CPU a 512-token chunk holds every running stream for
-   over a second, a 64-token one for a fraction of that.
+   over a second; measured on two cores with a 2,000-token prompt arriving mid-stream, 64-token
+   chunks held a stream 0.40 s at most, 48: 0.27 s, 32: 0.25 s (that prompt's TTFT 8.1, 9.2,
+   9.7 s): the server's default is 32.
 
 A long prompt is therefore prefilled over several steps, and running streams keep producing a
 token every step meanwhile.
