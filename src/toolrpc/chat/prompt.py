@@ -156,7 +156,7 @@ def _textual_messages(history: Sequence[Message], tools: Sequence[Tool]) -> list
                 out.append({"role": "user", "content": block})
         elif message.tool_calls:
             text = _text(message.content)
-            calls = "\n".join(_tool_call_text(call) for call in message.tool_calls)
+            calls = "\n".join(_tool_call_text(call, bool(tools)) for call in message.tool_calls)
             out.append({"role": message.role, "content": f"{text}\n{calls}" if text else calls})
         else:
             out.append({"role": message.role, "content": _text(message.content)})
@@ -166,7 +166,12 @@ def _textual_messages(history: Sequence[Message], tools: Sequence[Tool]) -> list
     return out
 
 
-def _tool_call_text(call: ToolCall) -> str:
+def _tool_call_text(call: ToolCall, as_markup: bool) -> str:
+    """A past call: Hermes markup while tools are offered, else plain words (a small model
+    shown markup it may not use copies it instead of answering)."""
+    arguments = json.dumps(call.arguments, ensure_ascii=False)
+    if not as_markup:
+        return f"(I called {call.name} with {arguments}.)"
     body = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
     return f"<tool_call>\n{body}\n</tool_call>"
 
