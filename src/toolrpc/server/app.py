@@ -122,17 +122,11 @@ def create_app(
 
     @app.post("/rpc")
     async def rpc(request: Request) -> Response:
-        with metrics.latency.labels("/rpc").time():
-            response = await _rpc(request)
-        metrics.requests.labels("/rpc", str(response.status_code)).inc()
-        return response
+        return await metrics.measure("/rpc", _rpc(request))
 
     @app.post("/stream")
     async def stream(request: Request) -> Response:
-        with metrics.latency.labels("/stream").time():
-            response = await _stream(request)
-        metrics.requests.labels("/stream", str(response.status_code)).inc()
-        return response
+        return await metrics.measure("/stream", _stream(request))
 
     async def _rpc(request: Request) -> Response:
         try:

@@ -7,8 +7,9 @@ engine counters and gauges (tokens, cancellations, running and waiting sequences
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
+from fastapi import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -71,6 +72,13 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(EngineCollector(read_stats))
+
+    async def measure(self, endpoint: str, answer: Awaitable[Response]) -> Response:
+        """Await a route's response, counting it by status and timing it."""
+        with self.latency.labels(endpoint).time():
+            response = await answer
+        self.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
 
     def render(self) -> bytes:
         """The exposition text."""
