@@ -416,3 +416,25 @@ def test_alone_a_prompt_gets_the_whole_budget() -> None:
     [chunk] = scheduler.schedule()
 
     assert len(chunk.token_ids) == 40
+
+
+def test_scored_tails_stretched_to_their_minimum_never_overflow_the_step_budget() -> None:
+    budget = 24
+    scheduler = Scheduler(num_slots=6, token_budget=budget, max_waiting=16)
+    seqs = [
+        Sequence(seq_id=i, prompt_ids=list(range(100 * i, 100 * i + 15)), max_new_tokens=0)
+        for i in range(12)
+    ]
+    for seq in seqs:
+        seq.score_from = 3  # a scored tail of 12 tokens: the last chunk needs 13
+        scheduler.add(seq)
+
+    for _ in range(100):
+        if not scheduler.has_work:
+            break
+        chunks = run_step(scheduler)
+        assert 0 < sum(len(chunk.token_ids) for chunk in chunks) <= budget
+        for chunk in chunks:
+            if not chunk.seq.is_prefill:
+                scheduler.finish(chunk.seq)
+    assert all(seq.status is SequenceStatus.FINISHED for seq in seqs)

@@ -180,6 +180,12 @@ class LlamaCppRunner:
 
     def _step_in_order(self, chunks: list[RunnerChunk]) -> list[int | ContinuationScore | None]:
         batch = self._batch
+        num_tokens = sum(len(chunk.token_ids) for chunk in chunks)
+        if num_tokens > self.options.max_batch_tokens:
+            raise ValueError(
+                f"a step of {num_tokens} tokens exceeds the batch of "
+                f"{self.options.max_batch_tokens}"
+            )
         first_rows: list[int] = []
         n = 0
         for chunk in chunks:

@@ -134,16 +134,19 @@ class Scheduler:
             prefill = min(budget, self.prefill_budget_while_decoding)
         for seq in self.running:
             if seq.is_prefill and prefill > 0:
-                prefill -= self._add_chunk(chunks, self._prefill_chunk(seq, prefill, budget))
+                used = self._add_chunk(chunks, self._prefill_chunk(seq, prefill, budget))
+                prefill, budget = prefill - used, budget - used
         while prefill >= MIN_FINAL_CHUNK and self.waiting and self.num_slots_free > 0:
             seq = self.waiting.popleft()
             self._admit(seq)
-            prefill -= self._add_chunk(chunks, self._prefill_chunk(seq, prefill, budget))
+            used = self._add_chunk(chunks, self._prefill_chunk(seq, prefill, budget))
+            prefill, budget = prefill - used, budget - used
         return chunks
 
     def _prefill_chunk(self, seq: Sequence, prefill: int, budget: int) -> ScheduledChunk:
-        """A prompt chunk within `prefill` tokens, stretched (within the whole step's `budget`)
-        to the sequence's `min_final_chunk` so that a scored tail is never starved."""
+        """A prompt chunk within `prefill` tokens, stretched (within what is left of the
+        step's `budget`) to the sequence's `min_final_chunk` so that a scored tail is never
+        starved."""
         return self._chunk(seq, min(budget, max(prefill, seq.min_final_chunk)))
 
     @staticmethod
