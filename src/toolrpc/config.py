@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     tool_router_bias: float = Field(
         0.0, description="added to the router's 'answer' score (positive: call tools less often)"
     )
+    ground_arguments: bool = Field(
+        True,
+        description="with the tool router: a forced call whose free-text arguments use words "
+        "no one wrote is generated again, its values copied from the conversation",
+    )
     tools: Path | None = Field(
         None, description='JSON file with the server\'s tools (a list, or {"tools": [...]})'
     )

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from toolrpc.chat.conversation import ChatSession, DoneEvent, StepEvent
-from toolrpc.chat.router import ANSWER_TASK, ToolRouter
+from toolrpc.chat.router import ANSWER_TASK, CONTENT_FREE_REQUEST, ToolRouter
 from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from toolrpc.engines.fake import FakeEngine
 from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Message, Tool, ToolCall
@@ -64,11 +64,59 @@ async def test_every_option_is_scored_against_the_last_user_message() -> None:
 
     await decide(engine, [user("an older question"), user("the latest question")])
 
-    assert {continuation for _, continuation in engine.scored} == {"the latest question"}
-    prompts = [prompt for prompt, _ in engine.scored]
+    channel = [(p, c) for p, c in engine.scored if p.startswith("Task:")]
+    assert {continuation for _, continuation in channel} == {"the latest question"}
+    prompts = [prompt for prompt, _ in channel]
     assert any(ANSWER_TASK in p for p in prompts)
     assert any(WEATHER.function.description in p for p in prompts)
     assert len(prompts) == len(TOOLS) + 1
+    direct = [(p, c) for p, c in engine.scored if p.startswith("User request:")]
+    assert sorted(c for p, c in direct if "the latest question" in p) == [
+        "get_weather - Get the current weather for a city.",
+        "send_email - Send an email message to someone.",
+    ]
+    assert sum(CONTENT_FREE_REQUEST in p for p, _ in direct) == len(TOOLS)
+
+
+async def test_content_free_priors_are_scored_once_per_tool() -> None:
+    engine = FakeEngine()
+    router = ToolRouter(engine)
+
+    for question in ("send an email to Bob", "what is the weather in Oslo"):
+        await router.decide([user(question)], TOOLS)
+
+    priors = [p for p, _ in engine.scored if CONTENT_FREE_REQUEST in p]
+    assert len(priors) == len(TOOLS)
+
+
+async def test_a_tool_task_says_what_the_tool_needs() -> None:
+    engine = FakeEngine()
+
+    await decide(engine, [user("hello")])
+
+    assert any("(needs city)" in p for p, _ in engine.scored)
+
+
+async def test_one_tool_without_the_answer_option_is_chosen_without_scoring() -> None:
+    engine = FakeEngine()
+    decision = await ToolRouter(engine).decide([user("hello")], [EMAIL], may_answer=False)
+
+    assert decision.tool is EMAIL
+    assert engine.scored == []
+
+
+async def test_a_tool_the_model_favours_after_any_request_does_not_win_by_default() -> None:
+    def favours_email(prompt: str, continuation: str) -> float:
+        """Likes send_email after every request, content-free ones included."""
+        if continuation.startswith("send_email"):
+            return -0.1
+        if continuation.startswith("get_weather"):
+            return -0.5 if "weather" in prompt else -3.0
+        return -1.0  # the noisy channel cannot tell the tools apart
+
+    engine = FakeEngine(scorer=favours_email)
+
+    assert await decide(engine, [user("weather in Oslo?")], may_answer=False) == "get_weather"
 
 
 async def test_after_a_tool_result_the_answer_option_carries_the_results() -> None:

@@ -145,3 +145,34 @@ async def test_a_prompt_longer_than_the_context_is_refused_with_its_size(
     assert caught.value.code == -32002
     assert caught.value.context_length == 1024
     assert caught.value.prompt_tokens > 1024
+
+
+async def test_bounded_integers_and_span_enums_hold_under_the_grammar(
+    engine: BatchedEngine,
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"const": "search_web"},
+            "arguments": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "enum": ["ramen", "ramen restaurants", "Chicago"]},
+                    "max_results": {"type": "integer", "minimum": 1, "maximum": 3},
+                },
+                "required": ["query", "max_results"],
+            },
+        },
+        "required": ["name", "arguments"],
+    }
+    request = GenerationRequest(
+        prompt=chatml("Find 7 ramen restaurants in Chicago, as JSON."),
+        max_new_tokens=64,
+        sampling=SamplingParams(temperature=1.0, seed=3),
+        json_schema=schema,
+    )
+
+    outputs = await asyncio.gather(*(run(engine, request) for _ in range(4)))
+
+    for output in outputs:
+        jsonschema.validate(json.loads(text(output)), schema)

@@ -28,6 +28,7 @@ import referencing
 import referencing.exceptions
 
 from toolrpc.chat.constraints import call_schema
+from toolrpc.chat.grounding import grounded_parameters, source_texts, ungrounded_arguments
 from toolrpc.chat.loopguard import TurnState
 from toolrpc.chat.prompt import render_prompt
 from toolrpc.chat.router import ToolRouter
@@ -97,11 +98,17 @@ class ChatSession:
     """Runs conversation steps on one engine with one chat template."""
 
     def __init__(
-        self, engine: Engine, template: ChatTemplate, *, router: ToolRouter | None = None
+        self,
+        engine: Engine,
+        template: ChatTemplate,
+        *,
+        router: ToolRouter | None = None,
+        ground_arguments: bool = False,
     ) -> None:
         self.engine = engine
         self.template = template
         self.router = router
+        self.ground_arguments = ground_arguments
 
     async def step(
         self, params: CreateMessageParams, tools: Sequence[Tool]
@@ -121,6 +128,8 @@ class ChatSession:
         ):
             yield DeltaEvent(text)
         _add_usage(total, first.usage)
+        if forced and self.ground_arguments:
+            first = await self._grounded(first, params, prompt_history, offered, total)
         repeats = [call for call in first.calls if turn.is_repeat(call)]
         if offered and first.calls and not repeats:
             calls = [c.model_copy(update={"id": _new_call_id()}) for c in first.calls]
@@ -162,6 +171,40 @@ class ChatSession:
             return [], False
         return [decision.tool], True
 
+    async def _grounded(
+        self,
+        first: _Pass,
+        params: CreateMessageParams,
+        history: list[Message],
+        tools: Sequence[Tool],
+        total: Usage,
+    ) -> _Pass:
+        """The forced call again with its arguments grounded in the conversation, when the
+        first one used words no one wrote or failed (grounding.py); else `first`."""
+        texts = source_texts(history)
+        if len(tools) != 1 or not texts:
+            return first
+        tool = tools[0]
+        parameters = tool.function.parameters
+        arguments = first.calls[0].arguments if len(first.calls) == 1 else None
+        if arguments is not None and not ungrounded_arguments(arguments, parameters, texts):
+            return first
+        grounded = tool.model_copy(
+            update={
+                "function": tool.function.model_copy(
+                    update={"parameters": grounded_parameters(parameters, arguments, texts)}
+                )
+            }
+        )
+        logger.info("grounding the arguments of a call to %s", tool.name)
+        second = _Pass()
+        async for _ in self._generate(
+            second, params, history, tools, constrained=True, constraint=[grounded]
+        ):
+            pass  # a constrained pass yields no text
+        _add_usage(total, second.usage)
+        return second if second.calls else first
+
     async def _generate(
         self,
         out: _Pass,
@@ -170,17 +213,21 @@ class ChatSession:
         tools: Sequence[Tool],
         *,
         constrained: bool,
+        constraint: Sequence[Tool] | None = None,
     ) -> AsyncGenerator[str, None]:
-        """Generate once into `out`, yielding text deltas; calls to unknown tools are dropped."""
+        """Generate once into `out`, yielding text deltas; calls to unknown tools, and calls
+        whose arguments do not validate, are dropped. The prompt shows `tools`; a constrained
+        pass follows the schemas of `constraint` (default: the same tools)."""
+        schema_tools = tools if constraint is None else constraint
         request = GenerationRequest(
             prompt=render_prompt(self.template, history, tools),
             max_new_tokens=params.max_new_tokens,
             sampling=SamplingParams(params.temperature, params.top_p, params.top_k, params.seed),
             stop=params.stop_strings(),
-            json_schema=call_schema(tools) if constrained and tools else None,
+            json_schema=call_schema(schema_tools) if constrained and schema_tools else None,
         )
         parser = ToolCallParser(allow_bare_json=bool(tools))
-        by_name = {tool.name: tool for tool in tools}
+        by_name = {tool.name: tool for tool in schema_tools}
         async with aclosing(self.engine.generate(request)) as chunks:
             async for chunk in chunks:
                 for event in parser.feed(chunk.text):

@@ -2,22 +2,34 @@
 
 Small models do not call tools from instructions alone (SmolLM2-135M answers "What's the
 weather in Paris?" in prose even with a `get_weather` tool in its system prompt), and asked to
-pick an option by number they pick "1" whatever the question. What they do model well is text:
-so each option is scored as a *noisy channel* (Min et al., 2022, "Noisy Channel Language Model
-Prompting"): how likely is the user's message as an example request for that option?
+pick an option by number they pick "1" whatever the question. What they do model well is text,
+so the router asks the model how well the request and each option go together, both ways:
 
-    Task: Get the current weather for a city.
-    Example request: What's the weather in Paris?      <- scored, mean log-probability per token
+- the *noisy channel* (Min et al., 2022, "Noisy Channel Language Model Prompting"): how likely is
+  the user's message as an example request for the option?
 
-The "answer" option describes what a model does without tools; once this turn has tool results,
-it becomes "answer using these results: ...", which makes the message much more likely when the
-results hold what it asks for, so the model answers instead of calling again. The winner is the
-highest mean log-probability, with `bias` added to "answer" (positive: answer more often).
+      Task: Get the current weather for a city (needs city, unit).
+      Example request: What's the weather in Paris?      <- scored
+
+- the *direct channel*, calibrated (Zhao et al., 2021, "Calibrate Before Use"): how likely is
+  the tool after the request, less how likely it is after a content-free request ("N/A"), so
+  that a tool the model favours whatever the request does not win by default:
+
+      User request: "What's the weather in Paris?"
+      The right tool for it: get_weather - Get the current weather for a city.   <- scored
+
+Scores are mean log-probabilities per token. A tool's rank is the sum of its two channels (two
+noisy estimates of how much the request and the tool tell about each other); on the tool
+evaluation this ranked the right tool first in 32 of 37 requests, against 23 with the noisy
+channel on descriptions alone. Whether to answer at all is the noisy channel's call: the
+"answer" option describes what a model does without tools ("answer using these results: ..."
+once this turn has tool results, which makes the message likely when the results hold what it
+asks for), and it wins when its score plus `bias` is at least the best tool's channel score.
 
 Every option is one short teacher-forced prompt (`Engine.score`), all scored concurrently, so
-the batching engine runs them in one or two steps; the option prefixes stay in the KV cache
-between requests. With a tool chosen, the call itself is generated under that tool's JSON
-Schema grammar, so its arguments always validate.
+the batching engine runs them in a few steps; the content-free priors are computed once per
+tool. With a tool chosen, its call is generated under that tool's JSON Schema grammar, so its
+arguments always validate.
 """
 
 from __future__ import annotations
@@ -36,8 +48,11 @@ logger = logging.getLogger(__name__)
 ANSWER_TASK = "Chat, write, explain or answer from general knowledge"
 RESULTS_TASK = "Answer using these results: {results}"
 OPTION_PROMPT = "Task: {task}.\nExample request: "
+DIRECT_PROMPT = 'User request: "{request}"\nThe right tool for it: '
+CONTENT_FREE_REQUEST = "N/A"
 MAX_REQUEST_CHARS = 300
 MAX_RESULTS_CHARS = 600
+MAX_PRIORS = 4096
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,7 @@ class ToolRouter:
     def __init__(self, engine: Engine, *, bias: float = 0.0) -> None:
         self.engine = engine
         self.bias = bias
+        self._priors: dict[str, float] = {}
 
     async def decide(
         self, history: Sequence[Message], tools: Sequence[Tool], *, may_answer: bool = True
@@ -62,27 +78,64 @@ class ToolRouter:
         request = _last_user_message(history)
         if not tools or (may_answer and not request):
             return Decision(tool=None, scores={})
+        if len(tools) == 1 and not may_answer:
+            return Decision(tool=tools[0], scores={})
         request = (request or "")[:MAX_REQUEST_CHARS]
         tasks = [_tool_task(tool) for tool in tools]
         if may_answer:
             tasks.append(_answer_task(history))
-        scores = await asyncio.gather(
-            *(self.engine.score(OPTION_PROMPT.format(task=task), request) for task in tasks)
+        lines = [_tool_line(tool) for tool in tools] if len(tools) > 1 else []
+        channel, direct, priors = await asyncio.gather(
+            self._scores([(OPTION_PROMPT.format(task=task), request) for task in tasks]),
+            self._scores([(DIRECT_PROMPT.format(request=request), line) for line in lines]),
+            self._content_free_priors(lines),
         )
-        by_name = {
-            tool.name: score.mean_logprob for tool, score in zip(tools, scores, strict=False)
+        ranks = {
+            tool.name: channel[i] + (direct[i] - priors[i] if lines else 0.0)
+            for i, tool in enumerate(tools)
         }
+        best = max(tools, key=lambda tool: ranks[tool.name])
+        scores = dict(ranks)
+        chosen: Tool | None = best
         if may_answer:
-            by_name[""] = scores[-1].mean_logprob + self.bias
-        best = max(by_name, key=lambda name: by_name[name])
-        chosen = next((tool for tool in tools if tool.name == best), None)
-        logger.debug("router scores %s -> %s", by_name, best or "answer")
-        return Decision(tool=chosen, scores=by_name)
+            answer = channel[-1] + self.bias
+            scores[""] = answer
+            if answer >= channel[tools.index(best)]:
+                chosen = None
+        logger.debug("router scores %s -> %s", scores, chosen.name if chosen else "answer")
+        return Decision(tool=chosen, scores=scores)
+
+    async def _scores(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        results = await asyncio.gather(*(self.engine.score(p, c) for p, c in pairs))
+        return [result.mean_logprob for result in results]
+
+    async def _content_free_priors(self, lines: Sequence[str]) -> list[float]:
+        """Each tool line's direct score after a content-free request (cached per line)."""
+        missing = [line for line in lines if line not in self._priors]
+        if missing:
+            prompt = DIRECT_PROMPT.format(request=CONTENT_FREE_REQUEST)
+            scores = await self._scores([(prompt, line) for line in missing])
+            if len(self._priors) + len(missing) > MAX_PRIORS:
+                self._priors.clear()
+            self._priors.update(zip(missing, scores, strict=True))
+        return [self._priors[line] for line in lines]
+
+
+def _description(tool: Tool) -> str:
+    description = tool.function.description.strip().rstrip(".")
+    return description or tool.name.replace("_", " ").replace("-", " ")
 
 
 def _tool_task(tool: Tool) -> str:
-    description = tool.function.description.strip().rstrip(".")
-    return description or tool.name.replace("_", " ").replace("-", " ")
+    """A tool as a task, with what it needs: "Send an email to a recipient (needs to, body)"."""
+    properties = tool.function.parameters.get("properties")
+    names = [str(name).replace("_", " ") for name in properties or {}]
+    needs = f" (needs {', '.join(names)})" if names else ""
+    return _description(tool) + needs
+
+
+def _tool_line(tool: Tool) -> str:
+    return f"{tool.name} - {_description(tool)}."
 
 
 def _answer_task(history: Sequence[Message]) -> str:

@@ -24,6 +24,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import numpy as np
@@ -266,11 +267,54 @@ def _rows_with_logits(chunk: RunnerChunk) -> range:
     return range(0)
 
 
+MAX_ENUMERATED_INTEGERS = 256
+"""Bounded integer ranges up to this size are enforced as an enum (see `_bounded_integers`)."""
+
+
 def _to_gbnf(json_schema: JSONObject) -> str:
     try:
-        return str(json_schema_to_gbnf(json.dumps(json_schema)))
+        return str(json_schema_to_gbnf(json.dumps(_bounded_integers(json_schema))))
     except Exception as exc:  # the converter raises bare Exceptions for unsupported schemas
         raise ValueError(f"cannot turn the JSON Schema into a grammar: {exc}") from exc
+
+
+def _bounded_integers(schema: Any) -> Any:
+    """The schema with each small bounded integer range (`minimum`..`maximum`, up to
+    `MAX_ENUMERATED_INTEGERS` values) written as an `enum`: llama-cpp-python's converter ignores
+    integer bounds, so a call with `"max_results": 0` passed the grammar and then failed
+    validation. Wider ranges keep their bounds for that validation only."""
+    if isinstance(schema, list):
+        return [_bounded_integers(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    lowered = {key: _bounded_integers(value) for key, value in schema.items()}
+    low, high = _integer_bounds(lowered)
+    if low is not None and high is not None and 0 <= high - low < MAX_ENUMERATED_INTEGERS:
+        for key in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            lowered.pop(key, None)
+        lowered["enum"] = list(range(low, high + 1))
+    return lowered
+
+
+def _integer_bounds(schema: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The inclusive bounds of an integer schema without enum or const, else (None, None)."""
+    if schema.get("type") != "integer" or "enum" in schema or "const" in schema:
+        return None, None
+    lows: list[int] = []
+    highs: list[int] = []
+    for key in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        value = schema.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if key == "minimum":
+            lows.append(math.ceil(value))
+        elif key == "exclusiveMinimum":
+            lows.append(math.floor(value) + 1)
+        elif key == "maximum":
+            highs.append(math.floor(value))
+        else:
+            highs.append(math.ceil(value) - 1)
+    return (max(lows) if lows else None, min(highs) if highs else None)
 
 
 def _sampling_steps(sampling: SamplingParams) -> list[llama_cpp.llama_sampler_p]:

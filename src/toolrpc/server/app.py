@@ -61,7 +61,12 @@ def build_state(settings: Settings, engine: Engine) -> AppState:
     )
     router = ToolRouter(engine, bias=settings.tool_router_bias) if use_router else None
     service = ToolRpcService(
-        ChatSession(engine, template, router=router),
+        ChatSession(
+            engine,
+            template,
+            router=router,
+            ground_arguments=use_router and settings.ground_arguments,
+        ),
         tools=tools,
         max_new_tokens_limit=settings.max_new_tokens_limit,
     )

@@ -1,0 +1,115 @@
+"""Grounded arguments: a call's free-text values taken from the conversation's own words.
+
+A grammar makes a small model's call *valid*, not *right*: SmolLM2-135M, asked "What is 347
+times 29?" under the `calculate` schema, writes `{"expression": "{{12.5}} * 29"}`, copying the
+example in the parameter's description. What such a model does well is copying, so after a
+constrained call the router checks each free-text string argument (a `string` with no `enum`,
+`const`, `pattern` or `format`) against the words of the conversation (user messages and tool
+results): a value whose words all occur there is *grounded* and kept, even when the model
+normalised it ("347 * 29"). If any is not, the call is generated once more under a schema in
+which the grounded values are fixed (`const`) and each ungrounded one must be a span of the
+conversation's words (`enum`): the most recent user message first, then earlier messages and
+tool results, at most `MAX_SPAN_WORDS` words a span and `MAX_SPANS` spans in all.
+
+Only top-level properties of the arguments object are checked; nested objects keep the tool's
+schema. Values a tool needs in a form no one wrote (a ticker for a company name) stay the model's
+own when they are grounded and become the closest span when they are not — the trade a small
+model makes: a value the user said, rather than one the description made up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from toolrpc.protocol import Message
+from toolrpc.types import JSONValue
+
+MAX_SPAN_WORDS = 16
+MAX_SPANS = 1024
+_WORD = re.compile(r"\w+", re.UNICODE)
+_EDGE_PUNCTUATION = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb()[]{}<>.,;:!?"
+
+
+def source_texts(history: Sequence[Message]) -> list[str]:
+    """The texts arguments may be grounded in, most recent user message first, then the other
+    user messages and the tool results from the latest back."""
+    users = [m.content for m in history if m.role == "user" and m.content]
+    results = [m.content for m in history if m.role == "tool" and m.content]
+    return list(reversed(users)) + list(reversed(results))
+
+
+def free_text_properties(parameters: Mapping[str, Any]) -> set[str]:
+    """Top-level properties whose values are unconstrained strings."""
+    properties = parameters.get("properties")
+    if not isinstance(properties, Mapping):
+        return set()
+    return {
+        name
+        for name, schema in properties.items()
+        if isinstance(schema, Mapping)
+        and schema.get("type") == "string"
+        and not any(key in schema for key in ("enum", "const", "pattern", "format"))
+    }
+
+
+def is_grounded(value: str, texts: Sequence[str]) -> bool:
+    """True when every word of `value` occurs in one of `texts` (case-insensitively)."""
+    known = {word.casefold() for text in texts for word in _WORD.findall(text)}
+    words = [word.casefold() for word in _WORD.findall(value)]
+    return bool(words) and all(word in known for word in words)
+
+
+def ungrounded_arguments(
+    arguments: Mapping[str, JSONValue], parameters: Mapping[str, Any], texts: Sequence[str]
+) -> set[str]:
+    """The free-text arguments whose words are not all in `texts`."""
+    return {
+        name
+        for name in free_text_properties(parameters)
+        if isinstance(value := arguments.get(name), str) and not is_grounded(value, texts)
+    }
+
+
+def spans(texts: Sequence[str]) -> list[str]:
+    """Distinct runs of up to `MAX_SPAN_WORDS` words of `texts`, edge punctuation removed, in
+    the order of `texts` and at most `MAX_SPANS`."""
+    found: dict[str, None] = {}
+    for text in texts:
+        words = text.split()
+        for start in range(len(words)):
+            for end in range(start + 1, min(len(words), start + MAX_SPAN_WORDS) + 1):
+                span = " ".join(words[start:end]).strip(_EDGE_PUNCTUATION)
+                if span:
+                    found.setdefault(span)
+                    if len(found) >= MAX_SPANS:
+                        return list(found)
+    return list(found)
+
+
+def grounded_parameters(
+    parameters: Mapping[str, Any],
+    arguments: Mapping[str, JSONValue] | None,
+    texts: Sequence[str],
+) -> dict[str, Any]:
+    """The tool's parameters with every grounded value of `arguments` fixed and every other
+    free-text property limited to spans of `texts` (module docstring). With no `arguments`
+    (the first call failed) every free-text property becomes a span."""
+    candidates = spans(texts)
+    if not candidates:
+        return dict(parameters)
+    properties = dict(parameters.get("properties") or {})
+    required = list(parameters.get("required") or [])
+    for name in free_text_properties(parameters):
+        value = (arguments or {}).get(name)
+        if isinstance(value, str) and is_grounded(value, texts):
+            properties[name] = {**properties[name], "const": value}
+            if name not in required:
+                required.append(name)
+        else:
+            properties[name] = {**properties[name], "enum": candidates}
+    grounded = {**parameters, "properties": properties}
+    if required:
+        grounded["required"] = required
+    return grounded

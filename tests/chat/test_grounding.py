@@ -1,0 +1,183 @@
+"""Grounded arguments: free-text values checked against the conversation's words, and a forced
+call generated again with ungrounded values limited to spans of those words."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import jsonschema
+
+from toolrpc.chat.conversation import ChatSession, DoneEvent
+from toolrpc.chat.grounding import (
+    MAX_SPAN_WORDS,
+    free_text_properties,
+    grounded_parameters,
+    is_grounded,
+    source_texts,
+    spans,
+    ungrounded_arguments,
+)
+from toolrpc.chat.router import ToolRouter
+from toolrpc.chat.template import ChatTemplate
+from toolrpc.engines.fake import FAKE_CHAT_TEMPLATE, FakeEngine
+from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Message, Tool
+
+CALCULATE = Tool.model_validate(
+    {
+        "name": "calculate",
+        "description": "Evaluate an arithmetic expression.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "expression": {"type": "string", "description": "e.g. (12.5 * 4) / 3"},
+                "precision": {"type": "integer"},
+                "mode": {"type": "string", "enum": ["exact", "float"]},
+                "note": {"type": "string"},
+            },
+            "required": ["expression"],
+        },
+    }
+)
+PARAMETERS = CALCULATE.function.parameters
+
+
+def test_only_unconstrained_top_level_strings_are_free_text() -> None:
+    assert free_text_properties(PARAMETERS) == {"expression", "note"}
+    assert free_text_properties({"type": "object"}) == set()
+    dated = {"properties": {"day": {"type": "string", "format": "date"}}}
+    assert free_text_properties(dated) == set()
+
+
+def test_a_value_is_grounded_when_all_its_words_were_written() -> None:
+    texts = ["What is 347 times 29?"]
+
+    assert is_grounded("347 * 29", texts)  # normalised, but every word is the user's
+    assert is_grounded("347 TIMES 29", texts)
+    assert not is_grounded("{{12.5}} * 29", texts)
+    assert not is_grounded("***", texts)  # no words at all
+
+
+def test_ungrounded_arguments_names_only_free_text_values_with_foreign_words() -> None:
+    texts = ["What is 347 times 29?"]
+    arguments = {"expression": "12.5 * 4", "precision": 99, "mode": "float", "note": "times"}
+
+    assert ungrounded_arguments(arguments, PARAMETERS, texts) == {"expression"}
+
+
+def test_sources_are_the_latest_user_message_first_then_older_ones_and_tool_results() -> None:
+    history = [
+        Message(role="system", content="be brief"),
+        Message(role="user", content="first"),
+        Message(role="tool", content="result", tool_call_id="c1"),
+        Message(role="user", content="second"),
+    ]
+
+    assert source_texts(history) == ["second", "first", "result"]
+
+
+def test_spans_are_runs_of_words_without_edge_punctuation_latest_text_first() -> None:
+    found = spans(["Email bob@example.com now!", "'Hi there.'"])
+
+    assert found[:3] == ["Email", "Email bob@example.com", "Email bob@example.com now"]
+    assert "bob@example.com" in found and "now" in found
+    assert "Hi there" in found and "there" in found
+    assert not any(span != span.strip("!'.") for span in found)
+    long_text = " ".join(f"w{i}" for i in range(40))
+    assert max(len(span.split()) for span in spans([long_text])) == MAX_SPAN_WORDS
+
+
+def test_grounded_parameters_fix_grounded_values_and_limit_the_rest_to_spans() -> None:
+    texts = ["What is 347 times 29?"]
+    arguments = {"expression": "12.5 * 4", "note": "29"}
+
+    schema = grounded_parameters(PARAMETERS, arguments, texts)
+
+    assert schema["properties"]["note"]["const"] == "29"
+    assert "note" in schema["required"]
+    assert "347 times 29" in schema["properties"]["expression"]["enum"]
+    assert schema["properties"]["precision"] == PARAMETERS["properties"]["precision"]
+    for value in ("347 times 29", "What is 347"):
+        jsonschema.validate({"expression": value, "note": "29"}, schema)
+    # every value the grounded schema admits is valid for the tool's own schema too
+    jsonschema.validate({"expression": "347 times 29", "note": "29"}, PARAMETERS)
+
+
+def make_session(*script: str) -> tuple[ChatSession, FakeEngine]:
+    engine = FakeEngine(script)
+    template = ChatTemplate(FAKE_CHAT_TEMPLATE, eos_token="<|im_end|>")
+    router = ToolRouter(engine)
+    return ChatSession(engine, template, router=router, ground_arguments=True), engine
+
+
+def call_json(arguments: dict[str, Any]) -> str:
+    return json.dumps({"name": "calculate", "arguments": arguments})
+
+
+async def run(session: ChatSession, message: str) -> CreateMessageResult:
+    params = CreateMessageParams.model_validate({"message": message, "tool_choice": "required"})
+    async with asyncio.timeout(2):
+        events = [event async for event in session.step(params, [CALCULATE])]
+    done = events[-1]
+    assert isinstance(done, DoneEvent)
+    return done.result
+
+
+async def test_a_call_with_made_up_words_is_generated_again_under_spans_of_the_message() -> None:
+    session, engine = make_session(
+        call_json({"expression": "{{12.5}} * 29"}), call_json({"expression": "347 times 29"})
+    )
+
+    result = await run(session, "What is 347 times 29?")
+
+    assert result.type == "tool_calls" and isinstance(result.content, list)
+    assert result.content[0].arguments == {"expression": "347 times 29"}
+    assert len(engine.requests) == 2
+    second = engine.requests[1].json_schema
+    assert second is not None
+    expression = second["properties"]["arguments"]["properties"]["expression"]
+    assert "347 times 29" in expression["enum"]
+    # the prompt still shows the tool's own schema, not the spans
+    assert engine.requests[1].prompt == engine.requests[0].prompt
+    assert result.usage.completion_tokens == sum(
+        len(r.split())
+        for r in (
+            call_json({"expression": "{{12.5}} * 29"}),
+            call_json({"expression": "347 times 29"}),
+        )
+    )
+
+
+async def test_a_grounded_call_is_kept_without_a_second_generation() -> None:
+    session, engine = make_session(call_json({"expression": "347 * 29"}))
+
+    result = await run(session, "What is 347 times 29?")
+
+    assert isinstance(result.content, list)
+    assert result.content[0].arguments == {"expression": "347 * 29"}
+    assert len(engine.requests) == 1
+
+
+async def test_a_failed_first_call_is_generated_again_with_every_free_text_value_grounded() -> None:
+    session, engine = make_session('{"name": "calculate", "argu', call_json({"expression": "347"}))
+
+    result = await run(session, "What is 347 times 29?")
+
+    assert isinstance(result.content, list)
+    assert result.content[0].arguments == {"expression": "347"}
+    second = engine.requests[1].json_schema
+    assert second is not None
+    assert "enum" in second["properties"]["arguments"]["properties"]["expression"]
+
+
+async def test_without_grounding_the_model_s_own_values_are_returned() -> None:
+    engine = FakeEngine([call_json({"expression": "{{12.5}} * 29"})])
+    template = ChatTemplate(FAKE_CHAT_TEMPLATE, eos_token="<|im_end|>")
+    session = ChatSession(engine, template, router=ToolRouter(engine))
+
+    result = await run(session, "What is 347 times 29?")
+
+    assert isinstance(result.content, list)
+    assert result.content[0].arguments == {"expression": "{{12.5}} * 29"}
+    assert len(engine.requests) == 1
