@@ -20,8 +20,12 @@ def make_app(
 ) -> tuple[FastAPI, FakeEngine]:
     """An app whose model says `script`, one reply per generation."""
     engine = FakeEngine(script, context_length=context_length)
-    # The router (tested in tests/chat/test_router.py) is off: these tests script the model.
-    return create_app(settings or Settings(tool_router="off"), engine=engine), engine
+    # The router (tested in tests/chat/test_router.py) is off unless `settings` turn it on:
+    # these tests script the model.
+    settings = settings or Settings()
+    if "tool_router" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"tool_router": "off"})
+    return create_app(settings, engine=engine), engine
 
 
 @asynccontextmanager
