@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from toolrpc.chat.conversation import ChatSession, DoneEvent, StepEvent
-from toolrpc.chat.router import ANSWER_TASK, CONTENT_FREE_REQUEST, ToolRouter
+from toolrpc.chat.router import ANSWER_TASK, CONTENT_FREE_REQUEST, RERANKED, ToolRouter
 from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from toolrpc.engines.fake import FakeEngine
 from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Message, Tool, ToolCall
@@ -226,3 +226,17 @@ async def test_a_forced_call_cut_short_is_never_returned_as_text() -> None:
     assert result.type == "final_text"
     assert result.content == ""
     assert "send_email" not in str(result.history[-1].content)
+
+
+async def test_only_the_noisy_channels_best_few_tools_are_re_ranked() -> None:
+    engine = FakeEngine()
+    many = [
+        Tool.model_validate({"name": f"tool_{i}", "description": f"Handle topic number {i}"})
+        for i in range(RERANKED + 3)
+    ]
+
+    decision = await ToolRouter(engine).decide([user("topic number 2")], many, may_answer=False)
+
+    direct = [c for p, c in engine.scored if p.startswith("User request:") and "topic" in p]
+    assert len(direct) == RERANKED
+    assert decision.tool is not None and decision.tool.name == "tool_2"
