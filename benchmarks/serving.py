@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -311,11 +312,12 @@ async def running_server(
         await _stop(process)
 
 
-def toolrpc_argv(port: int, parallel: int) -> list[str]:
-    """The `toolrpc serve` command line used for every toolrpc phase."""
+def toolrpc_argv(port: int, parallel: int, extra: str = "") -> list[str]:
+    """The `toolrpc serve` command line used for every toolrpc phase (`extra`: more flags)."""
     return [
         str(VENV_BIN / "toolrpc"), "serve", "--host", HOST, "--port", str(port),
         "--parallel", str(parallel), "--ctx-size", str(CTX_SIZE), "--threads", str(THREADS),
+        *shlex.split(extra),
     ]  # fmt: skip
 
 
@@ -666,7 +668,7 @@ async def bench_toolrpc(
 ) -> list[Conversation]:
     """Every phase on one toolrpc server; returns the conversations of the prefix phase."""
     parallel = max(sizes.concurrency_levels)
-    argv = toolrpc_argv(args.port_base, parallel)
+    argv = toolrpc_argv(args.port_base, parallel, args.server_flags)
     results.config["toolrpc_argv"] = argv[1:]
     log = Path(results.log_path)
     async with running_server("toolrpc", argv, args.port_base, "/health", log) as server:
@@ -691,7 +693,7 @@ async def bench_cold_follow_ups(
     results: Results, args: argparse.Namespace, bodies: list[JSONDict], sizes: Sizes
 ) -> list[StreamRecord]:
     """The same follow-up requests on a restarted server, which has never seen their prefix."""
-    argv = toolrpc_argv(args.port_base + 1, max(sizes.concurrency_levels))
+    argv = toolrpc_argv(args.port_base + 1, max(sizes.concurrency_levels), args.server_flags)
     log = Path(results.log_path)
     async with running_server("toolrpc (restart)", argv, args.port_base + 1, "/health", log) as s:
         results.restart_startup_s = s.startup_s
@@ -903,6 +905,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer tokens and runs (smoke run)")
     parser.add_argument("--skip-peer", action="store_true", help="skip llama_cpp.server")
     parser.add_argument("--port-base", type=int, default=18100, help="ports P, P+1, P+2")
+    parser.add_argument(
+        "--server-flags",
+        default="",
+        help='extra `toolrpc serve` flags, one string, e.g. "--reuse-generated-kv"',
+    )
     return parser.parse_args(argv)
 
 

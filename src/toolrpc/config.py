@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         description="prompt tokens per step while other conversations are generating (smaller: "
         "smoother streams, slower admission of long prompts)",
     )
+    reuse_generated_kv: bool = Field(
+        False,
+        description="keep the KV of generated tokens for the next turn too (follow-ups prefill "
+        "only their new message; a warm answer may then differ from a cold one)",
+    )
     threads: Annotated[int, Field(ge=1)] | None = Field(
         None, description="CPU threads for the model (default: all cores)"
     )

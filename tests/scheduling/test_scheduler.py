@@ -438,3 +438,20 @@ def test_scored_tails_stretched_to_their_minimum_never_overflow_the_step_budget(
             if not chunk.seq.is_prefill:
                 scheduler.finish(chunk.seq)
     assert all(seq.status is SequenceStatus.FINISHED for seq in seqs)
+
+
+def test_with_reuse_generated_a_follow_up_also_reuses_the_decoded_answer() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=64, max_waiting=4, reuse_generated=True)
+    first = make_seq(0, 10, max_new_tokens=5)
+    scheduler.add(first)
+    while first.num_output < 5:
+        run_step(scheduler)
+    scheduler.finish(first)
+    follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 7, 8, 9], max_new_tokens=10)
+    scheduler.add(follow_up)
+
+    [chunk] = scheduler.schedule()
+
+    reused = len(first.prompt_ids) + 4  # the last sampled token was never fed back
+    assert follow_up.num_cached == reused
+    assert chunk.token_ids == tuple(follow_up.prompt_ids[reused:])

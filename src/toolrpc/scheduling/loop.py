@@ -47,6 +47,7 @@ class LoopConfig:
 
     token_budget: int = 512
     prefill_budget_while_decoding: int | None = None
+    reuse_generated_kv: bool = False
     max_waiting: int = 64
     request_timeout_s: float = 600.0
     retry_after_s: float = 2.0
@@ -75,6 +76,7 @@ class BatchLoop:
             token_budget=self.config.token_budget,
             max_waiting=self.config.max_waiting,
             prefill_budget_while_decoding=self.config.prefill_budget_while_decoding,
+            reuse_generated=self.config.reuse_generated_kv,
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolrpc-runner")
         self._requests: dict[int, _Request] = {}

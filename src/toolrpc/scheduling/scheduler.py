@@ -27,9 +27,12 @@ Reuse is limited so that a warm request answers exactly as a cold one (greedy de
 deterministic whatever the cache holds). Measured with llama.cpp on the embedded model: KV
 computed one token at a time (decode) is not bit-identical to KV computed in a prompt chunk,
 and a one-token final chunk gives different logits than a longer one, each enough to change a
-greedy answer after a few dozen tokens. So only prompt tokens are kept (the previous answer is
-prefilled again in the follow-up, a small part of a long conversation), and at least
-`MIN_FINAL_CHUNK` prompt tokens are always computed, the last chunk never shorter.
+greedy answer after a few dozen tokens. So by default only prompt tokens are kept (the previous
+answer is prefilled again in the follow-up, a small part of a long conversation), and at least
+`MIN_FINAL_CHUNK` prompt tokens are always computed, the last chunk never shorter. With
+`reuse_generated` (`--reuse-generated-kv`) the generated tokens' KV is kept too, as llama.cpp's
+own server does: a follow-up then prefills only its new message, and its answer may differ from
+a cold run's.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class Scheduler:
         token_budget: int,
         max_waiting: int,
         prefill_budget_while_decoding: int | None = None,
+        reuse_generated: bool = False,
     ) -> None:
         # Decodes of the other slots leave a prefilling sequence at least MIN_FINAL_CHUNK + 1
         # tokens, enough to always make progress under the chunk rules.
@@ -92,6 +96,7 @@ class Scheduler:
             raise ValueError("prefill_budget_while_decoding must be at least 4")
         self.token_budget = token_budget
         self.prefill_budget_while_decoding = prefill_budget_while_decoding
+        self.reuse_generated = reuse_generated
         self.max_waiting = max_waiting
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -177,8 +182,8 @@ class Scheduler:
             slot = self.slots[seq.slot]
             slot.seq = None
             slot.last_used = next(self._clock)
-            computed = min(seq.num_computed, len(seq.prompt_ids))
-            slot.cached = seq.prompt_ids[:computed] if keep_cache else []
+            kept = seq.token_ids if self.reuse_generated else seq.prompt_ids
+            slot.cached = kept[: seq.num_computed] if keep_cache else []
             if not keep_cache:
                 self._trims.append(KvTrim(slot.index, 0))
         seq.status = SequenceStatus.FINISHED
