@@ -470,6 +470,9 @@ class PrefixResult:
     cold_cached_tokens: int
     cached_ttfts: list[float]
     cold_ttfts: list[float]
+    paused_ttft_s: float
+    paused_cached_tokens: int
+    paused_cold_ttft_s: float
 
 
 @dataclass(frozen=True)
@@ -550,25 +553,37 @@ def follow_up_body(first_turn: StreamRecord) -> JSONDict:
 
 @dataclass(frozen=True)
 class Conversation:
-    """A first turn and the follow-up sent right after it (its body is replayed cold later)."""
+    """A first turn and its follow-up, sent right after it or after `pause_s` (its body is
+    replayed cold later)."""
 
     first: StreamRecord
     follow_up_body: JSONDict
     follow_up: StreamRecord
+    pause_s: float = 0.0
+
+
+PAUSE_S = 2.0
+"""A client's pause before its next turn (a person reading, a tool running) in the paused
+follow-ups, during which the server prefills the answer again in the background."""
 
 
 async def prefix_conversations(
     client: httpx.AsyncClient, url: str, sizes: Sizes
 ) -> list[Conversation]:
-    """For each run, a first turn (its own system prompt) then its follow-up."""
+    """For each run, a first turn (its own system prompt) then its follow-up, sent at once;
+    then as many conversations again (other system prompts) whose follow-up waits `PAUSE_S`."""
     conversations: list[Conversation] = []
-    for tag in range(sizes.num_runs):
-        message = "Summarize the three most important rules of this handbook in detail."
-        first = await stream_toolrpc(
-            client, url, toolrpc_body(message, 200, system=handbook_system_prompt(tag))
-        )
-        body = follow_up_body(first)
-        conversations.append(Conversation(first, body, await stream_toolrpc(client, url, body)))
+    for pause_s in (0.0, PAUSE_S):
+        for run in range(sizes.num_runs):
+            tag = run + (100 if pause_s else 0)
+            message = "Summarize the three most important rules of this handbook in detail."
+            first = await stream_toolrpc(
+                client, url, toolrpc_body(message, 200, system=handbook_system_prompt(tag))
+            )
+            body = follow_up_body(first)
+            await asyncio.sleep(pause_s)
+            follow_up = await stream_toolrpc(client, url, body)
+            conversations.append(Conversation(first, body, follow_up, pause_s))
     return conversations
 
 
@@ -703,10 +718,20 @@ async def bench_cold_follow_ups(
                 return [await stream_toolrpc(client, s.base_url, body) for body in bodies]
 
 
-def prefix_result(conversations: list[Conversation], colds: list[StreamRecord]) -> PrefixResult:
-    """Median follow-up TTFTs, after the first turn and cold."""
+def prefix_result(
+    all_conversations: list[Conversation], all_colds: list[StreamRecord]
+) -> PrefixResult:
+    """Median follow-up TTFTs, after the first turn (at once, and after a pause) and cold."""
+    paused = [c.follow_up for c in all_conversations if c.pause_s]
+    paused_colds = [r for c, r in zip(all_conversations, all_colds, strict=True) if c.pause_s]
+    pairs = [(c, r) for c, r in zip(all_conversations, all_colds, strict=True) if not c.pause_s]
+    conversations = [c for c, _ in pairs]
+    colds = [r for _, r in pairs]
     follow_ups = [c.follow_up for c in conversations]
     return PrefixResult(
+        paused_ttft_s=statistics.median(r.ttft_s for r in paused),
+        paused_cached_tokens=paused[0].cached_tokens,
+        paused_cold_ttft_s=statistics.median(r.ttft_s for r in paused_colds),
         first_turn_prompt_tokens=conversations[0].first.prompt_tokens,
         first_turn_completion_tokens=conversations[0].first.completion_tokens,
         prompt_tokens=follow_ups[0].prompt_tokens,
@@ -775,6 +800,7 @@ def checks(r: Results) -> list[Check]:
     raw = r.raw.decode_tok_s if r.raw else None
     peer_agg8 = peer8.aggregate_tok_s if peer8 else None
     follow_up = ratio(r.prefix.cached_ttft_s, r.prefix.cold_ttft_s) if r.prefix else None
+    paused = ratio(r.prefix.paused_ttft_s, r.prefix.paused_cold_ttft_s) if r.prefix else None
     max_gap = r.midstream.max_gap_during_prefill_s if r.midstream else None
     return [
         Check("single /stream decode vs raw llama-cpp", ratio(single, raw), 0.95, False),
@@ -782,6 +808,7 @@ def checks(r: Results) -> list[Check]:
         Check("8-client aggregate vs llama_cpp.server @8", ratio(agg8, peer_agg8), 2.5, False),
         Check("8-client TTFT p95 (s)", ours8.ttft_p95_s if ours8 else None, 1.5, True),
         Check("follow-up TTFT cached / cold", follow_up, 0.15, True),
+        Check(f"same, follow-up after a {PAUSE_S:g} s pause", paused, 0.15, True),
         Check("max gap during 2k-token prefill (s)", max_gap, 0.3, True),
     ]
 
@@ -824,6 +851,9 @@ def figure_rows(r: Results) -> list[tuple[str, str]]:
             ("follow-up usage.cached_tokens", str(p.cached_tokens)),
             ("follow-up TTFT cold, restarted (s)", fmt(p.cold_ttft_s)),
             ("cold follow-up usage.cached_tokens", str(p.cold_cached_tokens)),
+            (f"follow-up TTFT after a {PAUSE_S:g} s pause (s)", fmt(p.paused_ttft_s)),
+            ("paused follow-up usage.cached_tokens", str(p.paused_cached_tokens)),
+            ("its cold TTFT, restarted (s)", fmt(p.paused_cold_ttft_s)),
         ]
     if r.midstream:
         m = r.midstream

@@ -176,3 +176,45 @@ async def test_bounded_integers_and_span_enums_hold_under_the_grammar(
 
     for output in outputs:
         jsonschema.validate(json.loads(text(output)), schema)
+
+
+async def test_with_reuse_generated_kv_a_follow_up_reuses_the_answer_too() -> None:
+    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=2)
+    config = LoopConfig(token_budget=256, reuse_generated_kv=True)
+    engine = await asyncio.to_thread(load_llama_cpp, options, config)
+    try:
+        first_prompt = chatml("Tell me about the Moon.")
+        first = await run(engine, greedy(first_prompt, 32))
+        follow_up = first_prompt + text(first) + "<|im_end|>\n" + chatml("How far away is it?")
+        warm = await run(engine, greedy(follow_up, 8))
+    finally:
+        await engine.aclose()
+
+    assert first[-1].usage is not None and warm[-1].usage is not None
+    first_usage, warm_usage = first[-1].usage, warm[-1].usage
+    # all of the first turn but its last token (sampled, never fed back) is reused
+    reused_answer = warm_usage.cached_tokens - first_usage.prompt_tokens
+    assert first_usage.completion_tokens - 2 <= reused_answer <= first_usage.completion_tokens
+
+
+async def test_an_answer_prefilled_again_while_idle_is_reused_and_answers_as_cold(
+    engine: BatchedEngine,
+) -> None:
+    first_prompt = chatml("Tell me about the Sun.")
+    first = await run(engine, greedy(first_prompt, 48))
+    async with asyncio.timeout(WAIT_S):
+        await engine.loop.wait_idle()  # the answer's background prefill
+    follow_up = first_prompt + text(first) + "<|im_end|>\n" + chatml("Is it a star?")
+
+    warm = await run(engine, greedy(follow_up))
+    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
+    cold_engine = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
+    try:
+        cold = await run(cold_engine, greedy(follow_up))
+    finally:
+        await cold_engine.aclose()
+
+    assert first[-1].usage is not None and warm[-1].usage is not None
+    reused_answer = warm[-1].usage.cached_tokens - first[-1].usage.prompt_tokens
+    assert reused_answer >= first[-1].usage.completion_tokens - 2  # all but the end of turn
+    assert text(warm) == text(cold)

@@ -379,10 +379,17 @@ async def test_closing_the_loop_right_after_requests_finish_still_releases_them(
         assert all(sampler.is_closed for sampler in runner.samplers)
 
 
+async def wait_until_idle(loop: BatchLoop) -> None:
+    async with asyncio.timeout(WAIT_S):
+        await loop.wait_idle()
+    assert not loop.scheduler.has_work
+
+
 async def test_a_follow_up_prompt_reuses_the_cached_prefix_and_reports_it() -> None:
     runner = ScriptedRunner(slots=2)
     async with batch_loop(runner) as loop:
         first = await collect(loop, request("abc"))
+        await wait_until_idle(loop)  # the answer was prefilled again meanwhile
         follow_up = await collect(loop, request("abc" + "cba" + "de"))
         stats = loop.stats()
 
@@ -390,5 +397,6 @@ async def test_a_follow_up_prompt_reuses_the_cached_prefix_and_reports_it() -> N
     assert first[-1].usage is not None and first[-1].usage.cached_tokens == 0
     assert text_of(follow_up) == "edabccba"  # the runner checked every chunk continued its KV
     assert follow_up[-1].usage is not None
-    assert follow_up[-1].usage.cached_tokens == 3  # the first prompt; its answer is recomputed
-    assert stats.num_cached_tokens == 3
+    assert follow_up[-1].usage.cached_tokens == 6  # the first prompt and its answer
+    assert stats.num_cached_tokens == 6
+    assert stats.num_running == 0

@@ -455,3 +455,59 @@ def test_with_reuse_generated_a_follow_up_also_reuses_the_decoded_answer() -> No
     reused = len(first.prompt_ids) + 4  # the last sampled token was never fed back
     assert follow_up.num_cached == reused
     assert chunk.token_ids == tuple(follow_up.prompt_ids[reused:])
+
+
+def finish_turn(scheduler: Scheduler, seq: Sequence, num_output: int) -> None:
+    scheduler.add(seq)
+    while seq.num_output < num_output:
+        run_step(scheduler)
+    scheduler.finish(seq)
+
+
+def test_when_idle_a_finished_answer_is_prefilled_again_as_a_prompt() -> None:
+    scheduler = Scheduler(
+        num_slots=2, token_budget=64, max_waiting=4, prefill_budget_while_decoding=4
+    )
+    first = make_seq(0, 10, max_new_tokens=6)
+    finish_turn(scheduler, first, 6)
+    scheduler.take_kv_trims()
+    assert scheduler.has_work  # the answer is pending
+
+    steps = []
+    while scheduler.has_work:
+        steps.append(run_step(scheduler))
+
+    assert [len(chunk.token_ids) for step in steps for chunk in step] == [4, 2]  # chunked
+    assert not any(chunk.needs_sample for step in steps for chunk in step)
+    assert steps[0][0].start == len(first.prompt_ids)
+    assert [(t.slot, t.keep) for t in scheduler.take_kv_trims()] == [(first.slot, 10)]
+    follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 1, 2, 3], max_new_tokens=5)
+    scheduler.add(follow_up)
+    [chunk] = scheduler.schedule()
+    assert follow_up.num_cached == len(first.token_ids)  # prompt and answer, exactly as cold
+    assert chunk.token_ids == (1, 2, 3)
+
+
+def test_a_new_request_stops_the_background_prefill_and_keeps_what_it_computed() -> None:
+    scheduler = Scheduler(
+        num_slots=1, token_budget=64, max_waiting=4, prefill_budget_while_decoding=4
+    )
+    first = make_seq(0, 10, max_new_tokens=9)
+    finish_turn(scheduler, first, 9)
+    [background] = run_step(scheduler)  # 4 of the 9 answer tokens
+    assert background.seq.is_background
+
+    follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 1, 2], max_new_tokens=5)
+    scheduler.add(follow_up)
+    [chunk] = scheduler.schedule()
+
+    assert background.seq.status is SequenceStatus.FINISHED
+    assert follow_up.slot == 0 and follow_up.num_cached == 14
+    assert chunk.token_ids == (*first.output_ids[4:], 1, 2)
+
+
+def test_nothing_is_prefilled_in_the_background_with_reuse_generated() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=64, max_waiting=4, reuse_generated=True)
+    finish_turn(scheduler, make_seq(0, 10, max_new_tokens=6), 6)
+
+    assert not scheduler.has_work

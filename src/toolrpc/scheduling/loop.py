@@ -83,6 +83,8 @@ class BatchLoop:
         self._retired: list[_Request] = []
         self._ids = itertools.count()
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._totals = EngineStats()
@@ -92,10 +94,14 @@ class BatchLoop:
         """Counters since start and the current queue gauges."""
         return dataclasses.replace(
             self._totals,
-            num_running=len(self.scheduler.running),
+            num_running=sum(not seq.is_background for seq in self.scheduler.running),
             num_waiting=len(self.scheduler.waiting),
             num_steps=self.num_steps,
         )
+
+    async def wait_idle(self) -> None:
+        """Wait until the loop has nothing left to do, background prefill included."""
+        await self._idle.wait()
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Stream the continuation of `request.prompt`; see `Engine.generate` for the errors."""
@@ -168,6 +174,7 @@ class BatchLoop:
                 raise GenerationCancelled("the engine is shutting down")
             raise Overloaded("the request queue is full", self.config.retry_after_s)
         self.scheduler.add(state.seq)
+        self._idle.clear()
         self._requests[state.seq.seq_id] = state
         self._count(num_requests=1, num_prompt_tokens=len(state.seq.prompt_ids))
         state.deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
@@ -246,9 +253,11 @@ class BatchLoop:
             if self._retired:
                 await self._release_retired()
             if not self.scheduler.has_work:
+                self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            self._idle.clear()
             try:
                 await self._step()
             except Exception as exc:  # a runner failure fails the requests in the batch
@@ -281,8 +290,8 @@ class BatchLoop:
     def _runner_chunk(self, chunk: ScheduledChunk) -> RunnerChunk:
         seq = chunk.seq
         assert seq.slot is not None
-        state = self._requests[seq.seq_id]
-        sampler = state.sampler if chunk.needs_sample else None
+        state = self._requests.get(seq.seq_id)  # None: the scheduler's background prefill
+        sampler = state.sampler if state is not None and chunk.needs_sample else None
         score_from = seq.score_from if chunk.needs_sample else None
         return RunnerChunk(seq.slot, chunk.start, chunk.token_ids, sampler, score_from)
 

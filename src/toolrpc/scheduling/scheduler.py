@@ -33,6 +33,14 @@ answer is prefilled again in the follow-up, a small part of a long conversation)
 `reuse_generated` (`--reuse-generated-kv`) the generated tokens' KV is kept too, as llama.cpp's
 own server does: a follow-up then prefills only its new message, and its answer may differ from
 a cold run's.
+
+Exact reuse of answers in idle time: a finished sequence leaves its answer *pending* in its slot.
+When nothing runs and nothing waits, the scheduler prefills a pending answer again as a prompt
+chunk (a background sequence, the most recently finished slot first, chunks of
+`prefill_budget_while_decoding` tokens), after which the slot holds the whole turn computed as
+a cold run computes it. A client that takes a moment before its next turn (a person reading, a
+tool running) then gets the answer reused too, warm still equal to cold. Any new request stops
+the background work at once (it waits for one chunk at most); the part computed is kept.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ class Slot:
     index: int
     seq: Sequence | None = None
     cached: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    """Tokens after `cached` of the slot's last turn, whose KV is not computed as a prompt's."""
     last_used: int = -1
 
 
@@ -106,13 +116,17 @@ class Scheduler:
 
     @property
     def num_slots_free(self) -> int:
-        """Slots no running sequence holds."""
-        return len(self.slots) - len(self.running)
+        """Slots no request's running sequence holds (background prefill yields its slot)."""
+        return len(self.slots) - sum(not seq.is_background for seq in self.running)
 
     @property
     def has_work(self) -> bool:
-        """True when a step would run something."""
-        return bool(self.running) or (bool(self.waiting) and self.num_slots_free > 0)
+        """True when a step would run something (background prefill of answers included)."""
+        if self.running:
+            return True
+        if self.waiting:
+            return self.num_slots_free > 0
+        return any(slot.pending for slot in self.slots)
 
     @property
     def can_accept(self) -> bool:
@@ -128,6 +142,11 @@ class Scheduler:
 
     def schedule(self) -> list[ScheduledChunk]:
         """Choose the chunks of this step (see the module docstring)."""
+        if self.waiting:
+            for background in [seq for seq in self.running if seq.is_background]:
+                self.finish(background)
+        elif not self.running:
+            self._start_background()
         budget = self.token_budget
         chunks: list[ScheduledChunk] = []
         for seq in self.running:
@@ -139,7 +158,8 @@ class Scheduler:
             prefill = min(budget, self.prefill_budget_while_decoding)
         for seq in self.running:
             if seq.is_prefill and prefill > 0:
-                used = self._add_chunk(chunks, self._prefill_chunk(seq, prefill, budget))
+                allowed = min(prefill, self._background_chunk) if seq.is_background else prefill
+                used = self._add_chunk(chunks, self._prefill_chunk(seq, allowed, budget))
                 prefill, budget = prefill - used, budget - used
         while prefill >= MIN_FINAL_CHUNK and self.waiting and self.num_slots_free > 0:
             seq = self.waiting.popleft()
@@ -165,6 +185,8 @@ class Scheduler:
         """Record that the runner computed `chunks` (their tokens are now in the KV cache)."""
         for chunk in chunks:
             chunk.seq.num_computed = chunk.start + len(chunk.token_ids)
+            if chunk.seq.is_background and not chunk.seq.is_prefill:
+                self.finish(chunk.seq)
 
     def finish(self, seq: Sequence, *, keep_cache: bool = True) -> None:
         """End a sequence (done, stopped or aborted) and free its slot; safe to call twice.
@@ -184,6 +206,10 @@ class Scheduler:
             slot.last_used = next(self._clock)
             kept = seq.token_ids if self.reuse_generated else seq.prompt_ids
             slot.cached = kept[: seq.num_computed] if keep_cache else []
+            slot.pending = []
+            if keep_cache and (seq.is_background or not seq.is_prefill):  # a whole turn's answer
+                pending = seq.token_ids[len(slot.cached) :]
+                slot.pending = pending if len(pending) >= MIN_FINAL_CHUNK else []
             if not keep_cache:
                 self._trims.append(KvTrim(slot.index, 0))
         seq.status = SequenceStatus.FINISHED
@@ -192,6 +218,28 @@ class Scheduler:
         """KV trims since the last call; the runner must apply them before the next step."""
         trims, self._trims = self._trims, []
         return trims
+
+    @property
+    def _background_chunk(self) -> int:
+        return self.prefill_budget_while_decoding or self.token_budget
+
+    def _start_background(self) -> None:
+        """Re-prefill the pending answer of the most recently finished slot (module docstring)."""
+        pending = [slot for slot in self.slots if slot.seq is None and slot.pending]
+        if not pending:
+            return
+        slot = max(pending, key=lambda s: s.last_used)
+        seq = Sequence(
+            seq_id=-1 - slot.index,
+            prompt_ids=slot.cached + slot.pending,
+            max_new_tokens=0,
+            is_background=True,
+        )
+        self._trims.append(KvTrim(slot.index, len(slot.cached)))
+        seq.slot, seq.num_computed, seq.num_cached = slot.index, len(slot.cached), len(slot.cached)
+        seq.status = SequenceStatus.RUNNING
+        slot.seq, slot.cached, slot.pending = seq, [], []
+        self.running.append(seq)
 
     def _admit(self, seq: Sequence) -> None:
         """Give `seq` the idle slot that reuses most of its prompt (module docstring)."""
@@ -204,7 +252,7 @@ class Scheduler:
         if reused == 0:  # the lowest empty slot (keeps running ids together), else the LRU one
             best = min(idle, key=lambda s: (1, s.last_used) if s.cached else (0, s.index))
         self._trims.append(KvTrim(best.index, reused))
-        best.seq, best.cached = seq, []
+        best.seq, best.cached, best.pending = seq, [], []
         seq.slot = best.index
         seq.num_computed = seq.num_cached = reused
         seq.status = SequenceStatus.RUNNING

@@ -36,6 +36,9 @@ class Sequence:
     num_cached: int = 0
     score_from: int | None = None
     """For a scoring sequence: the prompt position where the scored continuation starts."""
+    is_background: bool = False
+    """A scheduler-made sequence that prefills a finished answer again while the engine idles
+    (scheduler docstring); it has no request and samples nothing."""
 
     @property
     def is_scoring(self) -> bool:
@@ -90,5 +93,6 @@ class ScheduledChunk:
 
     @property
     def needs_sample(self) -> bool:
-        """Whether this chunk completes the sequence's known tokens."""
-        return self.start + len(self.token_ids) == self.seq.num_tokens
+        """Whether this chunk completes the sequence's known tokens (and asks for a token)."""
+        is_end = self.start + len(self.token_ids) == self.seq.num_tokens
+        return is_end and not self.seq.is_background
