@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -400,3 +401,30 @@ async def test_a_follow_up_prompt_reuses_the_cached_prefix_and_reports_it() -> N
     assert follow_up[-1].usage.cached_tokens == 6  # the first prompt and its answer
     assert stats.num_cached_tokens == 6
     assert stats.num_running == 0
+
+
+@dataclass
+class SlowToTokenize(ScriptedRunner):
+    """Tokenizing a prompt that starts with "slow" takes 50 ms; records the steps meanwhile."""
+
+    steps_while_tokenizing: int = -1
+
+    def tokenize(self, text: str) -> list[int]:
+        if text.startswith("slow"):
+            before = len(self.batches)
+            time.sleep(0.05)
+            self.steps_while_tokenizing = len(self.batches) - before
+        return super().tokenize(text)
+
+
+async def test_no_background_prefill_starts_while_a_request_is_on_its_way_in() -> None:
+    runner = SlowToTokenize(slots=2)
+    config = LoopConfig(prefill_budget_while_decoding=4)
+    async with batch_loop(runner, config) as loop:
+        await collect(loop, request("x" * 40))  # a 40-token answer: 10 background chunks
+        had_background_work = loop.scheduler.has_work
+        second = await collect(loop, request("slow"))
+
+    assert had_background_work
+    assert 0 <= runner.steps_while_tokenizing <= 1  # at most the step already in flight
+    assert text_of(second) == "wols"

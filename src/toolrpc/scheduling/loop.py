@@ -9,10 +9,11 @@ its sequence before the next step, so its slot and KV cache are free within one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -85,6 +86,7 @@ class BatchLoop:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._num_arriving = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._totals = EngineStats()
@@ -105,18 +107,19 @@ class BatchLoop:
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """Stream the continuation of `request.prompt`; see `Engine.generate` for the errors."""
-        prompt_ids = await self._tokenize(request.prompt)
-        self._check_room(len(prompt_ids))
-        try:
-            sampler = await self._call(
-                self.runner.new_sampler, request.sampling, request.json_schema
-            )
-        except ValueError as exc:  # a schema the engine cannot turn into a grammar
-            raise InvalidParams(f"cannot constrain generation: {exc}") from exc
-        max_new = min(request.max_new_tokens, self.runner.context_length - len(prompt_ids))
-        seq = Sequence(seq_id=next(self._ids), prompt_ids=prompt_ids, max_new_tokens=max_new)
-        state = _Request(seq=seq, sampler=sampler, text=TextAssembler(request.stop))
-        await self._admit(state)
+        with self._arriving():
+            prompt_ids = await self._tokenize(request.prompt)
+            self._check_room(len(prompt_ids))
+            try:
+                sampler = await self._call(
+                    self.runner.new_sampler, request.sampling, request.json_schema
+                )
+            except ValueError as exc:  # a schema the engine cannot turn into a grammar
+                raise InvalidParams(f"cannot constrain generation: {exc}") from exc
+            max_new = min(request.max_new_tokens, self.runner.context_length - len(prompt_ids))
+            seq = Sequence(seq_id=next(self._ids), prompt_ids=prompt_ids, max_new_tokens=max_new)
+            state = _Request(seq=seq, sampler=sampler, text=TextAssembler(request.stop))
+            await self._admit(state)
         try:
             while True:
                 item = await self._next(state)
@@ -133,23 +136,38 @@ class BatchLoop:
         Raises `ContextLengthExceeded`, `Overloaded`, `GenerationCancelled`, and
         `InvalidParams` when the continuation is too long to score in one step.
         """
-        prompt_ids = await self._tokenize(prompt)
-        token_ids = await self._tokenize(prompt + continuation)
-        self._check_room(len(token_ids))
-        score_from = common_prefix_len(prompt_ids, token_ids, len(token_ids) - 1)
-        seq = Sequence(
-            seq_id=next(self._ids), prompt_ids=token_ids, max_new_tokens=0, score_from=score_from
-        )
-        if seq.min_final_chunk > self.config.token_budget - self.runner.num_slots:
-            raise InvalidParams("the continuation is too long to score")
-        state = _Request(seq=seq, sampler=None, text=TextAssembler())
-        await self._admit(state)
+        with self._arriving():
+            prompt_ids = await self._tokenize(prompt)
+            token_ids = await self._tokenize(prompt + continuation)
+            self._check_room(len(token_ids))
+            score_from = common_prefix_len(prompt_ids, token_ids, len(token_ids) - 1)
+            seq = Sequence(
+                seq_id=next(self._ids),
+                prompt_ids=token_ids,
+                max_new_tokens=0,
+                score_from=score_from,
+            )
+            if seq.min_final_chunk > self.config.token_budget - self.runner.num_slots:
+                raise InvalidParams("the continuation is too long to score")
+            state = _Request(seq=seq, sampler=None, text=TextAssembler())
+            await self._admit(state)
         try:
             item = await self._next(state)
             assert isinstance(item, ContinuationScore)
             return item
         finally:
             self._retire(state)
+
+    @contextlib.contextmanager
+    def _arriving(self) -> Iterator[None]:
+        """Mark a request on its way in (tokenizing, building its sampler): the loop starts no
+        background prefill meanwhile, so the request does not wait behind one."""
+        self._num_arriving += 1
+        try:
+            yield
+        finally:
+            self._num_arriving -= 1
+            self._wake.set()
 
     async def _tokenize(self, text: str) -> list[int]:
         """Token ids, off the event loop (the vocabulary is read-only: no need to wait for the
@@ -252,8 +270,10 @@ class BatchLoop:
         while not self._closed:
             if self._retired:
                 await self._release_retired()
-            if not self.scheduler.has_work:
-                self._idle.set()
+            has_work = self.scheduler.has_work
+            if not has_work or (self._num_arriving and not self.scheduler.has_request_work):
+                if not has_work:
+                    self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue

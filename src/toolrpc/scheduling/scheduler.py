@@ -129,6 +129,13 @@ class Scheduler:
         return any(slot.pending for slot in self.slots)
 
     @property
+    def has_request_work(self) -> bool:
+        """True when a step would run something for a request (not only background prefill)."""
+        if any(not seq.is_background for seq in self.running):
+            return True
+        return bool(self.waiting) and self.num_slots_free > 0
+
+    @property
     def can_accept(self) -> bool:
         """True when a new sequence would not overflow the waiting queue."""
         return len(self.waiting) < self.max_waiting + self.num_slots_free
