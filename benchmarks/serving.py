@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -490,44 +491,25 @@ class MidstreamResult:
     max_gap_overall_s: float
 
 
-_WORKER_LLM: Any = None
-
-
-def _raw_worker_init(model_path: str) -> None:
-    """Load the raw baseline in a pool worker (kept for `_raw_worker_run`)."""
-    global _WORKER_LLM
-    import llama_cpp
-
-    _WORKER_LLM = llama_cpp.Llama(
-        model_path, n_ctx=CTX_SIZE, n_threads=THREADS, flash_attn=False, verbose=False
-    )
-    _raw_run(_WORKER_LLM, chatml("Say hello."), 8)  # warm-up
-
-
-def _raw_worker_run(max_tokens: int) -> RawRun:
-    return _raw_run(_WORKER_LLM, chatml(ESSAY_PROMPT), max_tokens)
-
-
 async def single_stream(
     client: httpx.AsyncClient, url: str, sizes: Sizes, model_path: str
 ) -> SingleResult:
     """The essay prompt through `/stream`, `num_runs` times, each run right after a raw
-    llama-cpp-python run of the same prompt in a worker process: the CPU's speed drifts by
+    llama-cpp-python run of the same prompt in a fresh process (gone before the stream starts:
+    an idle loaded one beside the server slowed its decode by ~15%): the CPU's speed drifts by
     10-25% between minutes on this machine, so the ratio is taken between neighbours. After each
     stream the server is left `SETTLE_S` to finish prefilling the answer again in the
     background, so the next raw run has the CPU to itself."""
     body = toolrpc_body(ESSAY_PROMPT, sizes.single_tokens)
     records: list[StreamRecord] = []
     raws: list[RawRun] = []
-    with get_context("spawn").Pool(1, _raw_worker_init, (model_path,)) as pool:
-        for _ in range(sizes.num_runs):
-            raw: RawRun = await asyncio.to_thread(
-                pool.apply, _raw_worker_run, (sizes.single_tokens,)
-            )
-            raws.append(raw)
-            await asyncio.sleep(0.5)
-            records.append(await stream_toolrpc(client, url, body))
-            await asyncio.sleep(SETTLE_S)
+    one_run = dataclasses.replace(sizes, num_runs=1)
+    for _ in range(sizes.num_runs):
+        raw = await asyncio.to_thread(measure_raw_in_subprocess, model_path, one_run)
+        raws.extend(raw.runs)
+        await asyncio.sleep(0.5)
+        records.append(await stream_toolrpc(client, url, body))
+        await asyncio.sleep(SETTLE_S)
     return SingleResult(
         statistics.median(r.decode_tok_s for r in records),
         statistics.median(r.ttft_s for r in records),
