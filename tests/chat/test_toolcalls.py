@@ -319,3 +319,12 @@ def test_a_long_run_of_whitespace_is_streamed_not_held_to_the_end() -> None:
     streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert streamed.startswith("Hi\n")
     assert len(streamed) >= 100 - 64
+
+
+def test_without_holding_whitespace_a_paragraph_break_is_emitted_at_once() -> None:
+    parser = ToolCallParser(allow_bare_json=False, hold_whitespace=False)
+
+    assert parser.feed("First paragraph.\n\n") == [TextDelta("First paragraph.\n\n")]
+    events = parser.feed("<tool_call>{}</tool_call> Second.") + parser.finish()
+    assert [type(event) for event in events] == [InvalidToolCall, TextDelta]
+    assert events[1] == TextDelta("Second.")

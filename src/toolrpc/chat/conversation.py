@@ -226,7 +226,7 @@ class ChatSession:
             stop=params.stop_strings(),
             json_schema=call_schema(schema_tools) if constrained and schema_tools else None,
         )
-        parser = ToolCallParser(allow_bare_json=bool(tools))
+        parser = ToolCallParser(allow_bare_json=bool(tools), hold_whitespace=bool(tools))
         by_name = {tool.name: tool for tool in schema_tools}
         async with aclosing(self.engine.generate(request)) as chunks:
             async for chunk in chunks:

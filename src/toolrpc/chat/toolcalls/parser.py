@@ -132,10 +132,22 @@ class ToolCallParser:
     With `allow_bare_json`, output whose first non-whitespace character is `{` or `[` is read as
     JSON: a call object, or a non-empty array of them, becomes calls (and more may follow); any
     other value, or anything that is not JSON, is read as text.
+
+    Without `hold_whitespace` (for output where no call can be accepted, e.g. no tools offered)
+    text whitespace is emitted as it arrives instead of being held for a call that may follow
+    (a paragraph break held back stalled a stream's delta by a step or two); markup is still
+    dropped, the whitespace before it kept.
     """
 
-    def __init__(self, fmt: ToolCallFormat = HERMES, *, allow_bare_json: bool = True) -> None:
+    def __init__(
+        self,
+        fmt: ToolCallFormat = HERMES,
+        *,
+        allow_bare_json: bool = True,
+        hold_whitespace: bool = True,
+    ) -> None:
         self._fmt = fmt
+        self._hold_whitespace = hold_whitespace
         self._state = _State.EXPECT_BARE if allow_bare_json else _State.TEXT
         self._buf = ""
         self._num_calls = 0
@@ -227,7 +239,9 @@ class ToolCallParser:
             self._buf = ""
             return False
         num_held = _partial_marker_len(self._buf, self._fmt.start)
-        text = _rstrip_bounded(self._buf[: len(self._buf) - num_held])
+        text = self._buf[: len(self._buf) - num_held]
+        if self._hold_whitespace:
+            text = _rstrip_bounded(text)
         _emit_text(text, events)
         self._buf = self._buf[len(text) :]
         return False
