@@ -20,7 +20,7 @@ import pytest
 
 from toolrpc.errors import ContextLengthExceeded, GenerationCancelled, Overloaded
 from toolrpc.generation import Chunk, GenerationRequest, SamplingParams
-from toolrpc.scheduling.loop import BatchLoop, LoopConfig
+from toolrpc.scheduling.loop import MULTI_STEP_TOKENS, BatchLoop, LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk
 from toolrpc.types import JSONObject
 
@@ -428,3 +428,23 @@ async def test_no_background_prefill_starts_while_a_request_is_on_its_way_in() -
     assert had_background_work
     assert 0 <= runner.steps_while_tokenizing <= 1  # at most the step already in flight
     assert text_of(second) == "wols"
+
+
+async def test_a_lone_stream_decodes_several_steps_per_runner_call() -> None:
+    runner = ScriptedRunner(slots=2)
+    async with batch_loop(runner) as loop:
+        calls: list[object] = []
+        call = loop._call
+
+        async def counting_call(fn: Callable[..., object], *args: object) -> object:
+            calls.append(fn)
+            return await call(fn, *args)
+
+        loop._call = counting_call  # type: ignore[method-assign]
+        chunks = await collect(loop, request("abcdefgh"))
+
+    assert text_of(chunks) == "hgfedcba"
+    num_step_calls = sum(getattr(fn, "__name__", "") == "_trim_and_step" for fn in calls)
+    # 1 prefill step, then 8 decode steps (7 tokens fed back + the end) in calls of up to 4
+    assert loop.num_steps == 9
+    assert num_step_calls == 1 + 8 // MULTI_STEP_TOKENS
