@@ -63,6 +63,16 @@ def text(chunks: list[Chunk]) -> str:
     return "".join(chunk.text for chunk in chunks)
 
 
+async def run_cold(request: GenerationRequest) -> list[Chunk]:
+    """`request` on a fresh engine, whose cache holds nothing."""
+    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
+    cold_engine = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
+    try:
+        return await run(cold_engine, request)
+    finally:
+        await cold_engine.aclose()
+
+
 def greedy(prompt: str, max_new_tokens: int = 48) -> GenerationRequest:
     return GenerationRequest(prompt=prompt, max_new_tokens=max_new_tokens, sampling=GREEDY)
 
@@ -88,12 +98,7 @@ async def test_a_follow_up_reuses_the_cached_turn_and_answers_as_a_cold_run_does
     follow_up = first_prompt + text(first) + "<|im_end|>\n" + chatml("How far away is it?")
 
     warm = await run(engine, greedy(follow_up))
-    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
-    cold_engine = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
-    try:
-        cold = await run(cold_engine, greedy(follow_up))
-    finally:
-        await cold_engine.aclose()
+    cold = await run_cold(greedy(follow_up))
 
     assert warm[-1].usage is not None and cold[-1].usage is not None
     assert cold[-1].usage.cached_tokens == 0
@@ -207,12 +212,7 @@ async def test_an_answer_prefilled_again_while_idle_is_reused_and_answers_as_col
     follow_up = first_prompt + text(first) + "<|im_end|>\n" + chatml("Is it a star?")
 
     warm = await run(engine, greedy(follow_up))
-    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
-    cold_engine = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
-    try:
-        cold = await run(cold_engine, greedy(follow_up))
-    finally:
-        await cold_engine.aclose()
+    cold = await run_cold(greedy(follow_up))
 
     assert first[-1].usage is not None and warm[-1].usage is not None
     reused_answer = warm[-1].usage.cached_tokens - first[-1].usage.prompt_tokens
