@@ -326,8 +326,6 @@ class BatchLoop:
             return 1
         if not all(c.needs_sample and len(c.token_ids) == 1 for c in chunks):
             return 1
-        if any(c.seq.is_scoring or c.seq.is_background for c in chunks):
-            return 1
         room = min(c.seq.max_new_tokens - c.seq.num_output for c in chunks)
         return max(1, min(MULTI_STEP_TOKENS // len(chunks), room))
 

@@ -231,8 +231,7 @@ class Scheduler:
 
     @property
     def _background_chunk(self) -> int:
-        """Tokens per background step: a request arriving meanwhile waits for one such step
-        (about 0.05 s at 16 tokens with the embedded model on two cores)."""
+        """Tokens per background step: a request arriving meanwhile waits for one such step."""
         return min(BACKGROUND_CHUNK, self.prefill_budget_while_decoding or self.token_budget)
 
     def _start_background(self) -> None:
