@@ -15,6 +15,7 @@ A step:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -28,7 +29,7 @@ import referencing
 import referencing.exceptions
 
 from toolrpc.chat.constraints import call_schema
-from toolrpc.chat.grounding import grounded_parameters, source_texts, ungrounded_arguments
+from toolrpc.chat.grounding import ArgumentGrounder, source_texts, span_parameters
 from toolrpc.chat.loopguard import TurnState
 from toolrpc.chat.prompt import render_prompt
 from toolrpc.chat.router import ToolRouter
@@ -88,6 +89,7 @@ StepEvent = DeltaEvent | ToolCallsEvent | DoneEvent
 class _Pass:
     """What one generation produced."""
 
+    prompt: str = ""
     text: str = ""
     calls: list[ToolCall] = field(default_factory=list)
     finish_reason: FinishReason = "stop"
@@ -108,7 +110,7 @@ class ChatSession:
         self.engine = engine
         self.template = template
         self.router = router
-        self.ground_arguments = ground_arguments
+        self.grounder = ArgumentGrounder(engine) if ground_arguments else None
 
     async def step(
         self, params: CreateMessageParams, tools: Sequence[Tool]
@@ -128,7 +130,7 @@ class ChatSession:
         ):
             yield DeltaEvent(text)
         _add_usage(total, first.usage)
-        if forced and self.ground_arguments:
+        if forced and self.grounder is not None:
             first = await self._grounded(first, params, prompt_history, offered, total)
         repeats = [call for call in first.calls if turn.is_repeat(call)]
         if offered and first.calls and not repeats:
@@ -179,27 +181,40 @@ class ChatSession:
         tools: Sequence[Tool],
         total: Usage,
     ) -> _Pass:
-        """The forced call again with its arguments grounded in the conversation, when the
-        first one used words no one wrote or failed (grounding.py); else `first`."""
+        """The forced call with its arguments grounded in the conversation (grounding.py):
+        ungrounded values replaced by the model's likeliest spans, or a failed call generated
+        again under spans; else `first`."""
+        assert self.grounder is not None
         texts = source_texts(history)
-        if len(tools) != 1 or not texts:
+        if len(tools) != 1 or not texts or len(first.calls) > 1:
             return first
         tool = tools[0]
         parameters = tool.function.parameters
-        arguments = first.calls[0].arguments if len(first.calls) == 1 else None
-        if arguments is not None and not ungrounded_arguments(arguments, parameters, texts):
-            return first
-        grounded = tool.model_copy(
+        if first.calls:
+            call = first.calls[0]
+            arguments = await self.grounder.ground(
+                first.prompt, tool.name, call.arguments, parameters, texts
+            )
+            if arguments is None:
+                return first
+            problem = _arguments_problem(tool, arguments)
+            if problem is not None:
+                logger.info("kept the call to %s: grounded arguments fail: %s", tool.name, problem)
+                return first
+            logger.info("grounded the arguments of a call to %s", tool.name)
+            grounded = ToolCall(id="", name=tool.name, arguments=arguments)
+            return dataclasses.replace(first, calls=[grounded])
+        spanned = tool.model_copy(
             update={
                 "function": tool.function.model_copy(
-                    update={"parameters": grounded_parameters(parameters, arguments, texts)}
+                    update={"parameters": span_parameters(parameters, texts)}
                 )
             }
         )
-        logger.info("grounding the arguments of a call to %s", tool.name)
+        logger.info("generating a failed call to %s again under spans", tool.name)
         second = _Pass()
         async for _ in self._generate(
-            second, params, history, tools, constrained=True, constraint=[grounded]
+            second, params, history, tools, constrained=True, constraint=[spanned]
         ):
             pass  # a constrained pass yields no text
         _add_usage(total, second.usage)
@@ -219,8 +234,9 @@ class ChatSession:
         whose arguments do not validate, are dropped. The prompt shows `tools`; a constrained
         pass follows the schemas of `constraint` (default: the same tools)."""
         schema_tools = tools if constraint is None else constraint
+        out.prompt = render_prompt(self.template, history, tools)
         request = GenerationRequest(
-            prompt=render_prompt(self.template, history, tools),
+            prompt=out.prompt,
             max_new_tokens=params.max_new_tokens,
             sampling=SamplingParams(params.temperature, params.top_p, params.top_k, params.seed),
             stop=params.stop_strings(),
@@ -263,17 +279,24 @@ def _take_call(out: _Pass, event: ToolCallParsed | InvalidToolCall, tools: dict[
     if tool is None:
         logger.info("dropped call to a tool that was not offered: %s", event.name)
         return
+    problem = _arguments_problem(tool, event.arguments)
+    if problem is not None:
+        logger.info("dropped call to %s: %s", event.name, problem)
+        return
+    out.calls.append(ToolCall(id="", name=event.name, arguments=event.arguments))
+
+
+def _arguments_problem(tool: Tool, arguments: Mapping[str, JSONValue]) -> str | None:
+    """Why `arguments` do not validate against the tool's schema, or None when they do."""
     schema = tool.function.parameters
     try:
         validator = jsonschema.validators.validator_for(schema)(schema, registry=_LOCAL_REFS_ONLY)
-        validator.validate(event.arguments)
+        validator.validate(arguments)
     except jsonschema.ValidationError as exc:
-        logger.info("dropped call to %s with invalid arguments: %s", event.name, exc.message)
-        return
+        return f"invalid arguments: {exc.message}"
     except (referencing.exceptions.Unresolvable, RecursionError) as exc:
-        logger.info("dropped call to %s: its schema cannot be applied: %r", event.name, exc)
-        return
-    out.calls.append(ToolCall(id="", name=event.name, arguments=event.arguments))
+        return f"its schema cannot be applied: {exc!r}"
+    return None
 
 
 def _apply_inputs(params: CreateMessageParams) -> list[Message]:
