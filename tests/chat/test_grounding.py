@@ -1,5 +1,5 @@
-"""Grounded arguments: free-text values checked against the conversation's words, ungrounded ones
-replaced by the span the model scores highest, and a failed call generated again under spans."""
+"""Grounded arguments: free-text values checked against the conversation's words, and a forced
+call generated again with ungrounded values limited to spans of those words."""
 
 from __future__ import annotations
 
@@ -11,23 +11,17 @@ import jsonschema
 
 from toolrpc.chat.conversation import ChatSession, DoneEvent
 from toolrpc.chat.grounding import (
-    MAX_SCORED_SPANS,
-    MAX_SCORED_WORDS,
     MAX_SPAN_WORDS,
-    call_prefix,
     free_text_properties,
+    grounded_parameters,
     is_grounded,
-    scored_spans,
     source_texts,
-    span_parameters,
-    span_rank,
     spans,
     ungrounded_arguments,
 )
 from toolrpc.chat.router import ToolRouter
 from toolrpc.chat.template import ChatTemplate
-from toolrpc.engines.base import ContinuationScore
-from toolrpc.engines.fake import FAKE_CHAT_TEMPLATE, FakeEngine, Scorer
+from toolrpc.engines.fake import FAKE_CHAT_TEMPLATE, FakeEngine
 from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Message, Tool
 
 CALCULATE = Tool.model_validate(
@@ -94,52 +88,24 @@ def test_spans_are_runs_of_words_without_edge_punctuation_latest_text_first() ->
     assert max(len(span.split()) for span in spans([long_text])) == MAX_SPAN_WORDS
 
 
-def test_scored_spans_are_short_runs_latest_text_first_shortest_first_and_capped() -> None:
-    found = scored_spans(["Translate 'good morning' to French", "older words"])
+def test_grounded_parameters_fix_grounded_values_and_limit_the_rest_to_spans() -> None:
+    texts = ["What is 347 times 29?"]
+    arguments = {"expression": "12.5 * 4", "note": "29"}
 
-    assert found[:5] == ["Translate", "good", "morning", "to", "French"]
-    assert found.index("good morning") < found.index("Translate 'good morning")
-    assert found.index("Translate 'good morning' to French") < found.index("older")
-    long_text = " ".join(f"w{i}" for i in range(40))
-    capped = scored_spans([long_text])
-    assert len(capped) == MAX_SCORED_SPANS
-    assert max(len(span.split()) for span in capped) <= MAX_SCORED_WORDS
+    schema = grounded_parameters(PARAMETERS, arguments, texts)
 
-
-def test_span_parameters_limit_every_free_text_property_to_spans() -> None:
-    schema = span_parameters(PARAMETERS, ["What is 347 times 29?"])
-
+    assert schema["properties"]["note"]["const"] == "29"
+    assert "note" in schema["required"]
     assert "347 times 29" in schema["properties"]["expression"]["enum"]
-    assert "29" in schema["properties"]["note"]["enum"]
     assert schema["properties"]["precision"] == PARAMETERS["properties"]["precision"]
-    assert schema["properties"]["mode"] == PARAMETERS["properties"]["mode"]
-    assert schema["required"] == ["expression"]
-    # every value the span schema admits is valid for the tool's own schema too
-    jsonschema.validate({"expression": "347 times 29", "note": "29"}, schema)
+    for value in ("347 times 29", "What is 347"):
+        jsonschema.validate({"expression": value, "note": "29"}, schema)
+    # every value the grounded schema admits is valid for the tool's own schema too
     jsonschema.validate({"expression": "347 times 29", "note": "29"}, PARAMETERS)
 
 
-def test_the_call_prefix_is_the_call_so_far_up_to_the_value_s_opening_quote() -> None:
-    prefix = call_prefix("send_email", {"to": "bob@example.com", "n": 2}, "subject")
-
-    assert prefix == (
-        '{"name": "send_email", "arguments": {"to": "bob@example.com", "n": 2, "subject": "'
-    )
-    assert call_prefix("f", {}, "x") == '{"name": "f", "arguments": {"x": "'
-    completed = prefix + json.dumps('Hi "you"')[1:] + "}}"
-    assert json.loads(completed)["arguments"]["subject"] == 'Hi "you"'
-
-
-def test_span_rank_is_the_log_probability_over_the_root_of_the_token_count() -> None:
-    assert span_rank(ContinuationScore(-6.0, 4)) == -3.0
-    # a longer span wins with a better rate per token, though its sum is lower...
-    assert span_rank(ContinuationScore(-9.0, 9)) > span_rank(ContinuationScore(-4.0, 1))
-    # ...but not on a rate per token alone
-    assert span_rank(ContinuationScore(-2.0, 1)) > span_rank(ContinuationScore(-9.0, 9))
-
-
-def make_session(*script: str, scorer: Scorer | None = None) -> tuple[ChatSession, FakeEngine]:
-    engine = FakeEngine(script) if scorer is None else FakeEngine(script, scorer=scorer)
+def make_session(*script: str) -> tuple[ChatSession, FakeEngine]:
+    engine = FakeEngine(script)
     template = ChatTemplate(FAKE_CHAT_TEMPLATE, eos_token="<|im_end|>")
     router = ToolRouter(engine)
     return ChatSession(engine, template, router=router, ground_arguments=True), engine
@@ -149,82 +115,38 @@ def call_json(arguments: dict[str, Any]) -> str:
     return json.dumps({"name": "calculate", "arguments": arguments})
 
 
-async def run(
-    session: ChatSession, message: str, tools: list[Tool] | None = None
-) -> CreateMessageResult:
+async def run(session: ChatSession, message: str) -> CreateMessageResult:
     params = CreateMessageParams.model_validate({"message": message, "tool_choice": "required"})
     async with asyncio.timeout(2):
-        events = [event async for event in session.step(params, tools or [CALCULATE])]
+        events = [event async for event in session.step(params, [CALCULATE])]
     done = events[-1]
     assert isinstance(done, DoneEvent)
     return done.result
 
 
-def favouring(**values: str) -> Scorer:
-    """A scorer under which, after `"<name>": "`, the span `values[name]` is the likeliest."""
-
-    def score(prompt: str, continuation: str) -> float:
-        for name, value in values.items():
-            if prompt.endswith(f'"{name}": "'):
-                return 0.0 if continuation == json.dumps(value)[1:] else -5.0
-        return -1.0
-
-    return score
-
-
-async def test_an_ungrounded_value_becomes_the_span_the_model_scores_highest() -> None:
-    first = call_json({"note": "29", "expression": "{{12.5}} * 29", "precision": 2})
-    session, engine = make_session(first, scorer=favouring(expression="347 times 29"))
+async def test_a_call_with_made_up_words_is_generated_again_under_spans_of_the_message() -> None:
+    session, engine = make_session(
+        call_json({"expression": "{{12.5}} * 29"}), call_json({"expression": "347 times 29"})
+    )
 
     result = await run(session, "What is 347 times 29?")
 
     assert result.type == "tool_calls" and isinstance(result.content, list)
-    # the grounded note and the integer are kept, in the model's order
-    assert result.content[0].arguments == {
-        "note": "29",
-        "expression": "347 times 29",
-        "precision": 2,
-    }
-    assert len(engine.requests) == 1  # scored, not generated again
-    prompt = engine.requests[0].prompt + call_prefix("calculate", {"note": "29"}, "expression")
-    scored = [continuation for p, continuation in engine.scored if p == prompt]
-    assert scored == [json.dumps(span)[1:] for span in scored_spans(["What is 347 times 29?"])]
-    assert result.usage.completion_tokens == len(first.split())
-
-
-async def test_each_ungrounded_value_is_chosen_after_the_ones_before_it() -> None:
-    first = call_json({"expression": "{{12.5}}", "note": "made up"})
-    session, engine = make_session(first, scorer=favouring(expression="347", note="29"))
-
-    result = await run(session, "What is 347 times 29?")
-
-    assert isinstance(result.content, list)
-    assert result.content[0].arguments == {"expression": "347", "note": "29"}
-    note_prompts = {p for p, _ in engine.scored if p.endswith('"note": "')}
-    assert note_prompts == {
-        engine.requests[0].prompt + call_prefix("calculate", {"expression": "347"}, "note")
-    }
-
-
-async def test_grounded_arguments_that_fail_the_schema_leave_the_model_s_call() -> None:
-    short = Tool.model_validate(
-        {
-            "name": "calculate",
-            "description": "Evaluate an arithmetic expression.",
-            "parameters": {
-                "type": "object",
-                "properties": {"expression": {"type": "string", "maxLength": 8}},
-            },
-        }
+    assert result.content[0].arguments == {"expression": "347 times 29"}
+    assert len(engine.requests) == 2
+    second = engine.requests[1].json_schema
+    assert second is not None
+    expression = second["properties"]["arguments"]["properties"]["expression"]
+    assert "347 times 29" in expression["enum"]
+    # the prompt still shows the tool's own schema, not the spans
+    assert engine.requests[1].prompt == engine.requests[0].prompt
+    assert result.usage.completion_tokens == sum(
+        len(r.split())
+        for r in (
+            call_json({"expression": "{{12.5}} * 29"}),
+            call_json({"expression": "347 times 29"}),
+        )
     )
-    session, _ = make_session(
-        call_json({"expression": "{{12.5}}"}), scorer=favouring(expression="347 times 29")
-    )
-
-    result = await run(session, "What is 347 times 29?", [short])
-
-    assert isinstance(result.content, list)
-    assert result.content[0].arguments == {"expression": "{{12.5}}"}
 
 
 async def test_a_grounded_call_is_kept_without_a_second_generation() -> None:
@@ -235,10 +157,9 @@ async def test_a_grounded_call_is_kept_without_a_second_generation() -> None:
     assert isinstance(result.content, list)
     assert result.content[0].arguments == {"expression": "347 * 29"}
     assert len(engine.requests) == 1
-    assert not [p for p, _ in engine.scored if p.startswith(engine.requests[0].prompt)]
 
 
-async def test_a_failed_first_call_is_generated_again_with_every_free_text_value_a_span() -> None:
+async def test_a_failed_first_call_is_generated_again_with_every_free_text_value_grounded() -> None:
     session, engine = make_session('{"name": "calculate", "argu', call_json({"expression": "347"}))
 
     result = await run(session, "What is 347 times 29?")

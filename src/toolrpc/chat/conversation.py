@@ -15,7 +15,6 @@ A step:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import uuid
@@ -29,7 +28,7 @@ import referencing
 import referencing.exceptions
 
 from toolrpc.chat.constraints import call_schema
-from toolrpc.chat.grounding import ArgumentGrounder, source_texts, span_parameters
+from toolrpc.chat.grounding import grounded_parameters, source_texts, ungrounded_arguments
 from toolrpc.chat.loopguard import TurnState
 from toolrpc.chat.prompt import render_prompt
 from toolrpc.chat.router import ToolRouter
@@ -89,7 +88,6 @@ StepEvent = DeltaEvent | ToolCallsEvent | DoneEvent
 class _Pass:
     """What one generation produced."""
 
-    prompt: str = ""
     text: str = ""
     calls: list[ToolCall] = field(default_factory=list)
     finish_reason: FinishReason = "stop"
@@ -110,7 +108,7 @@ class ChatSession:
         self.engine = engine
         self.template = template
         self.router = router
-        self.grounder = ArgumentGrounder(engine) if ground_arguments else None
+        self.ground_arguments = ground_arguments
 
     async def step(
         self, params: CreateMessageParams, tools: Sequence[Tool]
@@ -130,7 +128,7 @@ class ChatSession:
         ):
             yield DeltaEvent(text)
         _add_usage(total, first.usage)
-        if forced and self.grounder is not None:
+        if forced and self.ground_arguments:
             first = await self._grounded(first, params, prompt_history, offered, total)
         repeats = [call for call in first.calls if turn.is_repeat(call)]
         if offered and first.calls and not repeats:
@@ -181,40 +179,27 @@ class ChatSession:
         tools: Sequence[Tool],
         total: Usage,
     ) -> _Pass:
-        """The forced call with its arguments grounded in the conversation (grounding.py):
-        ungrounded values replaced by the model's likeliest spans, or a failed call generated
-        again under spans; else `first`."""
-        assert self.grounder is not None
+        """The forced call again with its arguments grounded in the conversation, when the
+        first one used words no one wrote or failed (grounding.py); else `first`."""
         texts = source_texts(history)
-        if len(tools) != 1 or not texts or len(first.calls) > 1:
+        if len(tools) != 1 or not texts:
             return first
         tool = tools[0]
         parameters = tool.function.parameters
-        if first.calls:
-            call = first.calls[0]
-            arguments = await self.grounder.ground(
-                first.prompt, tool.name, call.arguments, parameters, texts
-            )
-            if arguments is None:
-                return first
-            problem = _arguments_problem(tool, arguments)
-            if problem is not None:
-                logger.info("kept the call to %s: grounded arguments fail: %s", tool.name, problem)
-                return first
-            logger.info("grounded the arguments of a call to %s", tool.name)
-            grounded = ToolCall(id="", name=tool.name, arguments=arguments)
-            return dataclasses.replace(first, calls=[grounded])
-        spanned = tool.model_copy(
+        arguments = first.calls[0].arguments if len(first.calls) == 1 else None
+        if arguments is not None and not ungrounded_arguments(arguments, parameters, texts):
+            return first
+        grounded = tool.model_copy(
             update={
                 "function": tool.function.model_copy(
-                    update={"parameters": span_parameters(parameters, texts)}
+                    update={"parameters": grounded_parameters(parameters, arguments, texts)}
                 )
             }
         )
-        logger.info("generating a failed call to %s again under spans", tool.name)
+        logger.info("grounding the arguments of a call to %s", tool.name)
         second = _Pass()
         async for _ in self._generate(
-            second, params, history, tools, constrained=True, constraint=[spanned]
+            second, params, history, tools, constrained=True, constraint=[grounded]
         ):
             pass  # a constrained pass yields no text
         _add_usage(total, second.usage)
@@ -234,9 +219,8 @@ class ChatSession:
         whose arguments do not validate, are dropped. The prompt shows `tools`; a constrained
         pass follows the schemas of `constraint` (default: the same tools)."""
         schema_tools = tools if constraint is None else constraint
-        out.prompt = render_prompt(self.template, history, tools)
         request = GenerationRequest(
-            prompt=out.prompt,
+            prompt=render_prompt(self.template, history, tools),
             max_new_tokens=params.max_new_tokens,
             sampling=SamplingParams(params.temperature, params.top_p, params.top_k, params.seed),
             stop=params.stop_strings(),
@@ -279,24 +263,17 @@ def _take_call(out: _Pass, event: ToolCallParsed | InvalidToolCall, tools: dict[
     if tool is None:
         logger.info("dropped call to a tool that was not offered: %s", event.name)
         return
-    problem = _arguments_problem(tool, event.arguments)
-    if problem is not None:
-        logger.info("dropped call to %s: %s", event.name, problem)
-        return
-    out.calls.append(ToolCall(id="", name=event.name, arguments=event.arguments))
-
-
-def _arguments_problem(tool: Tool, arguments: Mapping[str, JSONValue]) -> str | None:
-    """Why `arguments` do not validate against the tool's schema, or None when they do."""
     schema = tool.function.parameters
     try:
         validator = jsonschema.validators.validator_for(schema)(schema, registry=_LOCAL_REFS_ONLY)
-        validator.validate(arguments)
+        validator.validate(event.arguments)
     except jsonschema.ValidationError as exc:
-        return f"invalid arguments: {exc.message}"
+        logger.info("dropped call to %s with invalid arguments: %s", event.name, exc.message)
+        return
     except (referencing.exceptions.Unresolvable, RecursionError) as exc:
-        return f"its schema cannot be applied: {exc!r}"
-    return None
+        logger.info("dropped call to %s: its schema cannot be applied: %r", event.name, exc)
+        return
+    out.calls.append(ToolCall(id="", name=event.name, arguments=event.arguments))
 
 
 def _apply_inputs(params: CreateMessageParams) -> list[Message]:

@@ -3,31 +3,14 @@
 A grammar makes a small model's call *valid*, not *right*: SmolLM2-135M, asked "What is 347
 times 29?" under the `calculate` schema, writes `{"expression": "{{12.5}} * 29"}`, copying the
 example in the parameter's description. What such a model does well is copying, so after a
-constrained call the chat layer checks each free-text string argument (a `string` with no
-`enum`, `const`, `pattern` or `format`) against the words of the conversation (user messages
-and tool results): a value whose words all occur there is *grounded* and kept, even when the
-model normalised it ("347 * 29").
+constrained call the router checks each free-text string argument (a `string` with no `enum`,
+`const`, `pattern` or `format`) against the words of the conversation (user messages and tool
+results): a value whose words all occur there is *grounded* and kept, even when the model
+normalised it ("347 * 29"). If any is not, the call is generated once more under a schema in
+which the grounded values are fixed (`const`) and each ungrounded one must be a span of the
+conversation's words (`enum`): the most recent user message first, then earlier messages and
+tool results, at most `MAX_SPAN_WORDS` words a span and `MAX_SPANS` spans in all.
 
-Each value that is not grounded is replaced by the span of the conversation's words that the
-model itself finds the most likely value there, scored, not generated: greedy decoding under a
-grammar of spans commits to a first word and picks "friend" for "Translate 'good morning, my
-friend' to French" (then the target language must start with "friend"), where the score of the
-whole value, closing quote included, prefers "French". `ArgumentGrounder` scores every candidate
-span as the continuation of the call written so far (the prompt, then `{"name": ...,
-"arguments": {...kept values..., "<name>": "`, and then the span and its closing quote), and ranks
-by log-probability over the square root of its token count: the sum alone favours one-word
-values ("an" as a recipient), the mean favours the whole message. On the 37 tool requests of
-`benchmarks/tool_eval.py`'s two case files, with the right tool given, the values so chosen were
-right for 22 (sum), 27 (mean) and 28 (square root) of them, measured once with a throwaway script.
-
-Spans are runs of up to `MAX_SCORED_WORDS` words, the most recent user message first, then older
-user messages and tool results, shortest first, at most `MAX_SCORED_SPANS` in all: each is one
-teacher-forced step of a few tokens on the prompt the call was generated from, which the
-engine's prefix cache holds, so scoring them one after another costs 20 to 60 ms a span on two
-CPU cores rather than a prompt each.
-
-A first call that failed altogether (cut short, or arguments that do not validate) is generated
-again under `span_parameters`: the tool's schema with every free-text property an `enum` of spans.
 Only top-level properties of the arguments object are checked; nested objects keep the tool's
 schema. Values a tool needs in a form no one wrote (a ticker for a company name) stay the model's
 own when they are grounded and become the closest span when they are not — the trade a small
@@ -36,22 +19,15 @@ model makes: a value the user said, rather than one the description made up.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from toolrpc.engines.base import ContinuationScore, Engine
 from toolrpc.protocol import Message
 from toolrpc.types import JSONValue
 
 MAX_SPAN_WORDS = 16
 MAX_SPANS = 1024
-"""Limits of the spans a failed call is generated again under (an `enum` in its grammar)."""
-MAX_SCORED_WORDS = 8
-MAX_SCORED_SPANS = 64
-"""Limits of the spans scored for an ungrounded value (module docstring)."""
 _WORD = re.compile(r"\w+", re.UNICODE)
 _EDGE_PUNCTUATION = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb()[]{}<>.,;:!?"
 
@@ -96,95 +72,44 @@ def ungrounded_arguments(
     }
 
 
-def spans(texts: Sequence[str], *, max_words: int = MAX_SPAN_WORDS) -> list[str]:
-    """Distinct runs of up to `max_words` words of `texts`, edge punctuation removed, in the
-    order of `texts` (then of their start and length)."""
+def spans(texts: Sequence[str]) -> list[str]:
+    """Distinct runs of up to `MAX_SPAN_WORDS` words of `texts`, edge punctuation removed, in
+    the order of `texts` and at most `MAX_SPANS`."""
     found: dict[str, None] = {}
     for text in texts:
         words = text.split()
         for start in range(len(words)):
-            for end in range(start + 1, min(len(words), start + max_words) + 1):
+            for end in range(start + 1, min(len(words), start + MAX_SPAN_WORDS) + 1):
                 span = " ".join(words[start:end]).strip(_EDGE_PUNCTUATION)
                 if span:
                     found.setdefault(span)
+                    if len(found) >= MAX_SPANS:
+                        return list(found)
     return list(found)
 
 
-def scored_spans(texts: Sequence[str]) -> list[str]:
-    """The candidates for an ungrounded value: spans of up to `MAX_SCORED_WORDS` words, text
-    by text and within a text shortest first, at most `MAX_SCORED_SPANS`."""
-    found: dict[str, None] = {}
-    for text in texts:
-        for span in sorted(spans([text], max_words=MAX_SCORED_WORDS), key=lambda s: len(s.split())):
-            found.setdefault(span)
-            if len(found) >= MAX_SCORED_SPANS:
-                return list(found)
-    return list(found)
-
-
-def span_parameters(parameters: Mapping[str, Any], texts: Sequence[str]) -> dict[str, Any]:
-    """The tool's parameters with every free-text property limited to spans of `texts` (at most
-    `MAX_SPANS`), for generating a failed call again."""
-    candidates = spans(texts)[:MAX_SPANS]
+def grounded_parameters(
+    parameters: Mapping[str, Any],
+    arguments: Mapping[str, JSONValue] | None,
+    texts: Sequence[str],
+) -> dict[str, Any]:
+    """The tool's parameters with every grounded value of `arguments` fixed and every other
+    free-text property limited to spans of `texts` (module docstring). With no `arguments`
+    (the first call failed) every free-text property becomes a span."""
+    candidates = spans(texts)
     if not candidates:
         return dict(parameters)
     properties = dict(parameters.get("properties") or {})
+    required = list(parameters.get("required") or [])
     for name in free_text_properties(parameters):
-        properties[name] = {**properties[name], "enum": candidates}
-    return {**parameters, "properties": properties}
-
-
-def call_prefix(tool_name: str, arguments: Mapping[str, JSONValue], name: str) -> str:
-    """The call as JSON up to the opening quote of `name`'s value, after `arguments`."""
-    head = json.dumps({"name": tool_name}, ensure_ascii=False)[:-1] + ', "arguments": {'
-    items = "".join(
-        f"{json.dumps(key, ensure_ascii=False)}: {json.dumps(value, ensure_ascii=False)}, "
-        for key, value in arguments.items()
-    )
-    return f'{head}{items}{json.dumps(name, ensure_ascii=False)}: "'
-
-
-def span_rank(score: ContinuationScore) -> float:
-    """Log-probability over the square root of the token count (module docstring)."""
-    return score.logprob / math.sqrt(max(1, score.num_tokens))
-
-
-class ArgumentGrounder:
-    """Replaces a call's ungrounded free-text values by the model's likeliest spans."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    async def ground(
-        self,
-        prompt: str,
-        tool_name: str,
-        arguments: Mapping[str, JSONValue],
-        parameters: Mapping[str, Any],
-        texts: Sequence[str],
-    ) -> dict[str, JSONValue] | None:
-        """`arguments` with each ungrounded value replaced, in the call's order, each chosen
-        after the values before it; None when every value is grounded or no span exists."""
-        ungrounded = ungrounded_arguments(arguments, parameters, texts)
-        candidates = scored_spans(texts)
-        if not ungrounded or not candidates:
-            return None
-        chosen: dict[str, JSONValue] = {}
-        for name, value in arguments.items():
-            if name in ungrounded:
-                value = await self._likeliest(
-                    prompt + call_prefix(tool_name, chosen, name), candidates
-                )
-            chosen[name] = value
-        return chosen
-
-    async def _likeliest(self, prompt: str, candidates: Sequence[str]) -> str:
-        """The candidate the model ranks first as the value after `prompt`. One at a time, so
-        that each reuses the prompt the engine cached for the one before."""
-        best, best_rank = candidates[0], -math.inf
-        for candidate in candidates:
-            continuation = json.dumps(candidate, ensure_ascii=False)[1:]  # span and closing quote
-            rank = span_rank(await self.engine.score(prompt, continuation))
-            if rank > best_rank:
-                best, best_rank = candidate, rank
-        return best
+        value = (arguments or {}).get(name)
+        if isinstance(value, str) and is_grounded(value, texts):
+            properties[name] = {**properties[name], "const": value}
+            if name not in required:
+                required.append(name)
+        else:
+            properties[name] = {**properties[name], "enum": candidates}
+    grounded = {**parameters, "properties": properties}
+    if required:
+        grounded["required"] = required
+    return grounded
