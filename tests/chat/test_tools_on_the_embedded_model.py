@@ -1,0 +1,141 @@
+"""Tool choice on the embedded model (SmolLM2-135M), end to end in the chat layer: the router
+decides in `auto` and picks the tool in `required`, and grounding takes argument values from the
+user's words. A handful of cases from each kind that `benchmarks/tool_eval.py` measures at scale."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from toolrpc.chat.conversation import ChatSession, DoneEvent
+from toolrpc.chat.router import ToolRouter
+from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
+from toolrpc.engines.batched import BatchedEngine
+from toolrpc.engines.default_model import embedded_model_path
+from toolrpc.engines.llama_cpp import LlamaCppOptions, load_llama_cpp
+from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Tool
+from toolrpc.scheduling.loop import LoopConfig
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+WAIT_S = 120.0
+MARKUP = ("<tool_call>", "</tool_call>", "<|im_start|>", "<|im_end|>", '"arguments"')
+
+
+def tool(name: str, description: str, **properties: str) -> Tool:
+    return Tool.model_validate(
+        {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    key: {"type": "string", "description": text} for key, text in properties.items()
+                },
+                "required": list(properties),
+            },
+        }
+    )
+
+
+TOOLS = [
+    tool("get_weather", "Get the current weather conditions for a city.", city="City name"),
+    tool("get_time", "Get the current local time in a timezone.", timezone="Timezone or city"),
+    tool(
+        "translate",
+        "Translate text into another language.",
+        text="Text to translate",
+        target_language="Language to translate into",
+    ),
+    tool(
+        "send_email",
+        "Send an email to a recipient.",
+        to="Recipient email address",
+        body="Message body",
+    ),
+]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def session() -> AsyncIterator[ChatSession]:
+    options = LlamaCppOptions(embedded_model_path(), context_length=2048, num_slots=4)
+    engine: BatchedEngine = await asyncio.to_thread(load_llama_cpp, options, LoopConfig())
+    info = engine.info
+    template = ChatTemplate(
+        info.chat_template or DEFAULT_CHATML_TEMPLATE,
+        bos_token=info.bos_token,
+        eos_token=info.eos_token,
+    )
+    yield ChatSession(engine, template, router=ToolRouter(engine), ground_arguments=True)
+    await engine.aclose()
+
+
+async def step(session: ChatSession, **params: Any) -> CreateMessageResult:
+    parsed = CreateMessageParams.model_validate({"temperature": 0, **params})
+    async with asyncio.timeout(WAIT_S):
+        events = [event async for event in session.step(parsed, TOOLS)]
+    done = events[-1]
+    assert isinstance(done, DoneEvent)
+    return done.result
+
+
+def only_call(result: CreateMessageResult) -> tuple[str, dict[str, Any]]:
+    assert result.type == "tool_calls" and isinstance(result.content, list)
+    [call] = result.content
+    return call.name, dict(call.arguments)
+
+
+async def test_auto_calls_the_weather_tool_and_then_answers_from_its_result(
+    session: ChatSession,
+) -> None:
+    asked = await step(session, message="What's the weather in Paris?")
+
+    assert only_call(asked) == ("get_weather", {"city": "Paris"})
+    assert isinstance(asked.content, list)
+
+    answered = await step(
+        session,
+        history=[m.model_dump(exclude_none=True) for m in asked.history],
+        tool_results=[{"tool_call_id": asked.content[0].id, "content": "18 C and sunny"}],
+    )
+
+    assert answered.type == "final_text" and isinstance(answered.content, str)
+    assert answered.content.strip()
+    assert not any(marker in answered.content for marker in MARKUP)
+    assert answered.iteration_count == 1
+
+
+async def test_auto_answers_a_request_no_tool_serves(session: ChatSession) -> None:
+    result = await step(session, message="Write a short poem about the sea.")
+
+    assert result.type == "final_text" and isinstance(result.content, str)
+    assert result.content.strip()
+    assert not any(marker in result.content for marker in MARKUP)
+
+
+async def test_required_picks_the_tool_and_takes_its_values_from_the_request(
+    session: ChatSession,
+) -> None:
+    name, arguments = only_call(
+        await step(
+            session,
+            message="Send an email to bob@example.com to tell him the meeting moved to 3pm.",
+            tool_choice="required",
+        )
+    )
+    assert name == "send_email"
+    assert arguments["to"] == "bob@example.com"
+
+    name, arguments = only_call(
+        await step(
+            session,
+            message="Translate 'Where is the train station?' into Spanish.",
+            tool_choice="required",
+        )
+    )
+    assert name == "translate"
+    assert arguments == {"text": "Where is the train station?", "target_language": "Spanish"}
