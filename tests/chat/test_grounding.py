@@ -57,6 +57,9 @@ def test_a_value_is_grounded_when_all_its_words_were_written() -> None:
     assert is_grounded("347 TIMES 29", texts)
     assert not is_grounded("{{12.5}} * 29", texts)
     assert not is_grounded("***", texts)  # no words at all
+    assert not is_grounded("{{347}} * 29", texts)  # a placeholder from the prompt's examples
+    assert not is_grounded("<347>", texts)
+    assert is_grounded("{347}", ["Evaluate {347}"])  # unless the user wrote the marks
 
 
 def test_ungrounded_arguments_names_only_free_text_values_with_foreign_words() -> None:

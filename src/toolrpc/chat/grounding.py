@@ -6,10 +6,20 @@ example in the parameter's description. What such a model does well is copying, 
 constrained call the router checks each free-text string argument (a `string` with no `enum`,
 `const`, `pattern` or `format`) against the words of the conversation (user messages and tool
 results): a value whose words all occur there is *grounded* and kept, even when the model
-normalised it ("347 * 29"). If any is not, the call is generated once more under a schema in
+normalised it ("347 * 29"), unless it also holds template markup (`{`, `}`, `<`, `>`) that no
+text does: `{{1764}}` is a placeholder the model copied from the prompt's examples, not the
+user's number. If any value is not grounded, the call is generated once more under a schema in
 which the grounded values are fixed (`const`) and each ungrounded one must be a span of the
 conversation's words (`enum`): the most recent user message first, then earlier messages and
 tool results, at most `MAX_SPAN_WORDS` words a span and `MAX_SPANS` spans in all.
+
+Generation commits to a span's first word greedily ("friend" for the target language of
+"Translate 'good morning, my friend' to French"). Choosing instead the span whose whole value,
+closing quote included, the model scores highest (log-probability over the root of the token
+count, each span one teacher-forced continuation of the call) was tried and measured no better:
+right tool and arguments under `required` went from 17/23 to 15/23 on `benchmarks/tool_eval.py`'s
+set and from 5/14 to 7/14 on its held-out set, and the median `required` latency from 3.1 s to
+3.9 s (64 spans scored one by one to reuse the cached prompt, 20 to 60 ms each).
 
 Only top-level properties of the arguments object are checked; nested objects keep the tool's
 schema. Values a tool needs in a form no one wrote (a ticker for a company name) stay the model's
@@ -29,6 +39,7 @@ from toolrpc.types import JSONValue
 MAX_SPAN_WORDS = 16
 MAX_SPANS = 1024
 _WORD = re.compile(r"\w+", re.UNICODE)
+_TEMPLATE_MARKS = "{}<>"
 _EDGE_PUNCTUATION = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb()[]{}<>.,;:!?"
 
 
@@ -55,10 +66,16 @@ def free_text_properties(parameters: Mapping[str, Any]) -> set[str]:
 
 
 def is_grounded(value: str, texts: Sequence[str]) -> bool:
-    """True when every word of `value` occurs in one of `texts` (case-insensitively)."""
+    """True when every word of `value` occurs in one of `texts` (case-insensitively) and so
+    does every template mark it holds (module docstring)."""
     known = {word.casefold() for text in texts for word in _WORD.findall(text)}
     words = [word.casefold() for word in _WORD.findall(value)]
-    return bool(words) and all(word in known for word in words)
+    marks = {mark for mark in _TEMPLATE_MARKS if mark in value}
+    return (
+        bool(words)
+        and all(word in known for word in words)
+        and all(any(mark in text for text in texts) for mark in marks)
+    )
 
 
 def ungrounded_arguments(
