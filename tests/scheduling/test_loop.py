@@ -44,8 +44,8 @@ class ScriptedRunner:
     """A ModelRunner that answers each prompt with the prompt reversed, then EOS.
 
     `gate`, when given, is waited on (bounded) in every step after the first `num_free_steps`,
-    so a test can hold the runner mid-generation. `fail_when` decides, per batch, whether the step
-    raises `RunnerFailure` instead of computing.
+    so a test can hold the runner mid-generation; `held` is set when a step waits there.
+    `fail_when` decides, per batch, whether the step raises `RunnerFailure` instead of computing.
     """
 
     slots: int = 4
@@ -55,6 +55,7 @@ class ScriptedRunner:
     fail_when: Callable[[list[RunnerChunk]], bool] = lambda chunks: False
     batches: list[list[RunnerChunk]] = field(default_factory=list)
     events: list[tuple[str, int]] = field(default_factory=list)
+    held: threading.Event = field(default_factory=threading.Event)
     samplers: list[ScriptedSampler] = field(default_factory=list)
     is_closed: bool = False
     _kv: dict[int, list[int]] = field(default_factory=dict)
@@ -87,6 +88,7 @@ class ScriptedRunner:
         self.events.append(("step", len(self.batches)))
         self.batches.append(list(chunks))
         if self.gate is not None and len(self.batches) > self.num_free_steps:
+            self.held.set()
             self.gate.wait(WAIT_S)
         if self.fail_when(chunks):
             raise RunnerFailure("the model step failed")
@@ -242,14 +244,18 @@ async def test_a_full_queue_rejects_a_request_at_once_with_retry_after() -> None
 
 
 async def test_closing_a_stream_early_frees_its_slot_for_a_queued_request() -> None:
-    runner = ScriptedRunner(slots=1)
+    gate = threading.Event()
+    runner = ScriptedRunner(slots=1, gate=gate, num_free_steps=2)
     async with batch_loop(runner) as loop:
         async with asyncio.timeout(WAIT_S):
             abandoned = loop.generate(request("z" * 40))
             first = await anext(abandoned)
             queued = asyncio.create_task(collect(loop, request("queued")))
+            # held in the second step of a multi-step decode call
+            assert await asyncio.to_thread(runner.held.wait, WAIT_S)
             num_events_at_close = len(runner.events)
             await abandoned.aclose()
+            gate.set()
             chunks = await queued
 
     assert first.finish_reason is None
@@ -259,7 +265,8 @@ async def test_closing_a_stream_early_frees_its_slot_for_a_queued_request() -> N
 
 
 async def test_cancelling_the_consuming_task_frees_its_slot_for_a_queued_request() -> None:
-    runner = ScriptedRunner(slots=1)
+    gate = threading.Event()
+    runner = ScriptedRunner(slots=1, gate=gate, num_free_steps=2)
     received: list[Chunk] = []
     got_first = asyncio.Event()
 
@@ -273,11 +280,13 @@ async def test_cancelling_the_consuming_task_frees_its_slot_for_a_queued_request
         async with asyncio.timeout(WAIT_S):
             consumer = asyncio.create_task(consume())
             await got_first.wait()
+            assert await asyncio.to_thread(runner.held.wait, WAIT_S)
             queued = asyncio.create_task(collect(loop, request("next")))
             num_events_at_close = len(runner.events)
             consumer.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await consumer
+            gate.set()
             chunks = await queued
 
     assert all(chunk.finish_reason is None for chunk in received)
@@ -288,7 +297,7 @@ async def test_cancelling_the_consuming_task_frees_its_slot_for_a_queued_request
 
 def assert_freed_within_one_step(runner: ScriptedRunner, *, slot: int, after: int) -> None:
     """`slot` was reused (trimmed for its next sequence) after event `after`, with at most one
-    step (the one in flight) between."""
+    step (the one in flight, though its call may have been for several) between."""
     later = runner.events[after:]
     assert ("trim", slot) in later
     steps_before_free = later[: later.index(("trim", slot))]
