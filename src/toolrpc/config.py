@@ -83,7 +83,8 @@ class Settings(BaseSettings):
         "auto and required (auto: when the chat template has no tool format of its own)",
     )
     tool_router_bias: float = Field(
-        0.0, description="added to the router's 'answer' score (positive: call tools less often)"
+        -0.15,  # = chat.router.DEFAULT_BIAS; its docstring says how it was chosen
+        description="added to the router's 'answer' score (higher: call tools less often)",
     )
     ground_arguments: bool = Field(
         True,
