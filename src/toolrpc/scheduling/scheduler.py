@@ -17,8 +17,11 @@ token every step meanwhile.
 
 Prefix reuse: a slot whose sequence finished keeps the KV of its prompt. A new sequence goes
 to the idle slot that shares the longest prefix with its prompt (the previous turn of the same
-conversation, a shared system prompt and tool block), and only the rest is prefilled; with no
-useful match it takes an empty slot, else the least recently used one. The KV budget is thus
+conversation, a shared system prompt and tool block), and only the rest is prefilled, provided
+it reuses at least half of what that slot holds: a match that would discard more cached tokens
+than it reuses (two prompts that share their first words only: the router's option prompts all
+start "Task:") counts as none, as llama.cpp's server weighs a slot's prompt similarity. With no
+match worth taking a sequence takes an empty slot, else the least recently used one. The KV budget is thus
 the runner's slots (each `context_length` tokens). Every admission asks the runner to trim the
 slot's KV to the reused prefix (`take_kv_trims`), which also drops anything a cancelled
 sequence's last step left behind.
@@ -260,8 +263,11 @@ class Scheduler:
             idle, key=lambda s: (common_prefix_len(s.cached, seq.prompt_ids, limit), s.last_used)
         )
         reused = common_prefix_len(best.cached, seq.prompt_ids, limit)
-        if reused == 0:  # the lowest empty slot (keeps running ids together), else the LRU one
+        if reused == 0 or 2 * reused < len(best.cached):
+            # no match worth what it would discard: the lowest empty slot (keeps running ids
+            # together), else the least recently used one
             best = min(idle, key=lambda s: (1, s.last_used) if s.cached else (0, s.index))
+            reused = common_prefix_len(best.cached, seq.prompt_ids, limit)
         self._trims.append(KvTrim(best.index, reused))
         best.seq, best.cached, best.pending = seq, [], []
         seq.slot = best.index
