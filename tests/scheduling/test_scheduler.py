@@ -401,6 +401,22 @@ def test_with_no_empty_slot_a_poor_match_gives_way_to_the_least_recently_used_sl
     assert scheduler.slots[newer].cached == newer_turn.prompt_ids
 
 
+def test_a_slot_whose_cache_was_reused_outlives_newer_ones_used_once() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=64, max_waiting=4)
+    first = make_seq(0, 6)
+    reused_slot = finished_in_slot(scheduler, first)
+    follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 7, 8], max_new_tokens=5)
+    assert finished_in_slot(scheduler, follow_up) == reused_slot  # the slot proved reusable
+    once = finished_in_slot(scheduler, make_seq(2, 6))  # newer, never reused
+    stranger = make_seq(3, 6)
+    scheduler.add(stranger)
+
+    scheduler.schedule()
+
+    assert stranger.slot == once
+    assert scheduler.slots[reused_slot].cached == follow_up.prompt_ids
+
+
 def test_finishing_without_keeping_the_cache_empties_the_slot() -> None:
     scheduler = Scheduler(num_slots=1, token_budget=64, max_waiting=4)
     seq = make_seq(0, 5)
