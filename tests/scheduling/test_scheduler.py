@@ -358,65 +358,6 @@ def test_when_every_idle_slot_holds_a_prefix_the_least_recently_used_is_evicted(
     assert scheduler.slots[newer].cached
 
 
-def test_a_match_that_would_discard_more_than_it_reuses_is_not_taken() -> None:
-    scheduler = Scheduler(num_slots=2, token_budget=64, max_waiting=4)
-    long_turn = make_seq(0, 20)
-    held = finished_in_slot(scheduler, long_turn)
-    # shares its first 3 tokens with the cached 20 ("Task:" of another option prompt)
-    stranger = Sequence(
-        seq_id=1, prompt_ids=[*long_turn.prompt_ids[:3], 1, 2, 3, 4, 5], max_new_tokens=5
-    )
-    scheduler.add(stranger)
-    scheduler.take_kv_trims()
-
-    scheduler.schedule()
-
-    assert stranger.slot != held and stranger.num_cached == 0
-    assert scheduler.slots[held].cached == long_turn.prompt_ids  # kept for its own follow-up
-
-
-def test_a_match_reusing_half_of_what_the_slot_holds_is_taken() -> None:
-    scheduler = Scheduler(num_slots=2, token_budget=64, max_waiting=4)
-    first = make_seq(0, 20)
-    held = finished_in_slot(scheduler, first)
-    sibling = Sequence(seq_id=1, prompt_ids=[*first.prompt_ids[:10], 1, 2, 3], max_new_tokens=5)
-    scheduler.add(sibling)
-
-    scheduler.schedule()
-
-    assert sibling.slot == held and sibling.num_cached == 10
-
-
-def test_with_no_empty_slot_a_poor_match_gives_way_to_the_least_recently_used_slot() -> None:
-    scheduler = Scheduler(num_slots=2, token_budget=64, max_waiting=4)
-    older = finished_in_slot(scheduler, make_seq(0, 5))
-    newer_turn = make_seq(1, 20)
-    newer = finished_in_slot(scheduler, newer_turn)
-    stranger = Sequence(seq_id=2, prompt_ids=[*newer_turn.prompt_ids[:3], 1, 2], max_new_tokens=5)
-    scheduler.add(stranger)
-
-    scheduler.schedule()
-
-    assert stranger.slot == older and stranger.num_cached == 0
-    assert scheduler.slots[newer].cached == newer_turn.prompt_ids
-
-
-def test_a_slot_whose_cache_was_reused_outlives_newer_ones_used_once() -> None:
-    scheduler = Scheduler(num_slots=2, token_budget=64, max_waiting=4)
-    first = make_seq(0, 6)
-    reused_slot = finished_in_slot(scheduler, first)
-    follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 7, 8], max_new_tokens=5)
-    assert finished_in_slot(scheduler, follow_up) == reused_slot  # the slot proved reusable
-    once = finished_in_slot(scheduler, make_seq(2, 6))  # newer, never reused
-    stranger = make_seq(3, 6)
-    scheduler.add(stranger)
-
-    scheduler.schedule()
-
-    assert stranger.slot == once
-    assert scheduler.slots[reused_slot].cached == follow_up.prompt_ids
-
-
 def test_finishing_without_keeping_the_cache_empties_the_slot() -> None:
     scheduler = Scheduler(num_slots=1, token_budget=64, max_waiting=4)
     seq = make_seq(0, 5)

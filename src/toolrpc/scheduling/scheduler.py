@@ -17,15 +17,8 @@ token every step meanwhile.
 
 Prefix reuse: a slot whose sequence finished keeps the KV of its prompt. A new sequence goes
 to the idle slot that shares the longest prefix with its prompt (the previous turn of the same
-conversation, a shared system prompt and tool block), and only the rest is prefilled, provided
-it reuses at least half of what that slot holds: a match that would discard more cached tokens
-than it reuses (two prompts that share their first words only: the router's option prompts all
-start "Task:") counts as none, as llama.cpp's server weighs a slot's prompt similarity. With no
-match worth taking a sequence takes an empty slot, else evicts the least recently used slot
-among those whose cache was never reused, else among all (segmented LRU): prompts used once (a
-router option naming this request) go before ones that proved reusable (a conversation that had
-a follow-up, a router option's task prefix), which a plain LRU cycled out when a decision's
-option prompts outnumbered the slots. The KV budget is thus
+conversation, a shared system prompt and tool block), and only the rest is prefilled; with no
+useful match it takes an empty slot, else the least recently used one. The KV budget is thus
 the runner's slots (each `context_length` tokens). Every admission asks the runner to trim the
 slot's KV to the reused prefix (`take_kv_trims`), which also drops anything a cancelled
 sequence's last step left behind.
@@ -85,8 +78,6 @@ class Slot:
     pending: list[int] = field(default_factory=list)
     """Tokens after `cached` of the slot's last turn, whose KV is not computed as a prompt's."""
     last_used: int = -1
-    is_protected: bool = False
-    """The slot's cache was reused since its content came in (module docstring: eviction)."""
 
 
 def common_prefix_len(a: list[int], b: list[int], limit: int) -> int:
@@ -269,15 +260,10 @@ class Scheduler:
             idle, key=lambda s: (common_prefix_len(s.cached, seq.prompt_ids, limit), s.last_used)
         )
         reused = common_prefix_len(best.cached, seq.prompt_ids, limit)
-        is_match = reused > 0 and 2 * reused >= len(best.cached)
-        if not is_match:
-            # the lowest empty slot (keeps running ids together), else the least recently used
-            # of the slots whose cache was never reused, else of all
-            best = min(idle, key=_eviction_order)
-            reused = common_prefix_len(best.cached, seq.prompt_ids, limit)
+        if reused == 0:  # the lowest empty slot (keeps running ids together), else the LRU one
+            best = min(idle, key=lambda s: (1, s.last_used) if s.cached else (0, s.index))
         self._trims.append(KvTrim(best.index, reused))
         best.seq, best.cached, best.pending = seq, [], []
-        best.is_protected = is_match
         seq.slot = best.index
         seq.num_computed = seq.num_cached = reused
         seq.status = SequenceStatus.RUNNING
@@ -302,10 +288,3 @@ class Scheduler:
         return ScheduledChunk(
             seq=seq, start=start, token_ids=tuple(seq.token_ids[start : start + size])
         )
-
-
-def _eviction_order(slot: Slot) -> tuple[int, int, int]:
-    """Sort key of the slots a sequence with no worthwhile match may take (lowest first)."""
-    if not slot.cached:
-        return (0, 0, slot.index)
-    return (1, int(slot.is_protected), slot.last_used)
