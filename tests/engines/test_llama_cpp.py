@@ -46,10 +46,15 @@ def chatml(question: str) -> str:
     return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
+async def load(num_slots: int = 4, config: LoopConfig | None = None) -> BatchedEngine:
+    """The embedded model on llama.cpp with a 1,024-token context per slot."""
+    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=num_slots)
+    return await asyncio.to_thread(load_llama_cpp, options, config or LoopConfig(token_budget=256))
+
+
 @pytest.fixture
 async def engine() -> AsyncIterator[BatchedEngine]:
-    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
-    loaded = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
+    loaded = await load()
     yield loaded
     await loaded.aclose()
 
@@ -65,8 +70,7 @@ def text(chunks: list[Chunk]) -> str:
 
 async def run_cold(request: GenerationRequest) -> list[Chunk]:
     """`request` on a fresh engine, whose cache holds nothing."""
-    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=4)
-    cold_engine = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
+    cold_engine = await load()
     try:
         return await run(cold_engine, request)
     finally:
@@ -184,9 +188,7 @@ async def test_bounded_integers_and_span_enums_hold_under_the_grammar(
 
 
 async def test_with_reuse_generated_kv_a_follow_up_reuses_the_answer_too() -> None:
-    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=2)
-    config = LoopConfig(token_budget=256, reuse_generated_kv=True)
-    engine = await asyncio.to_thread(load_llama_cpp, options, config)
+    engine = await load(num_slots=2, config=LoopConfig(token_budget=256, reuse_generated_kv=True))
     try:
         first_prompt = chatml("Tell me about the Moon.")
         first = await run(engine, greedy(first_prompt, 32))

@@ -3,7 +3,7 @@
 A grammar makes a small model's call *valid*, not *right*: SmolLM2-135M, asked "What is 347
 times 29?" under the `calculate` schema, writes `{"expression": "{{12.5}} * 29"}`, copying the
 example in the parameter's description. What such a model does well is copying, so after a
-constrained call the router checks each free-text string argument (a `string` with no `enum`,
+constrained call the chat layer checks each free-text string argument (a `string` with no `enum`,
 `const`, `pattern` or `format`) against the words of the conversation (user messages and tool
 results): a value whose words all occur there is *grounded* and kept, even when the model
 normalised it ("347 * 29"), unless it also holds template markup (`{`, `}`, `<`, `>`) that no

@@ -60,9 +60,9 @@ MAX_REQUEST_CHARS = 300
 MAX_RESULTS_CHARS = 600
 MAX_PRIORS = 4096
 RERANKED = 4
+"""Tools the direct channel re-ranks: the noisy channel's best few (module docstring)."""
 DEFAULT_BIAS = -0.15
 """Added to the "answer" option's score (module docstring): negative calls tools more often."""
-"""Tools the direct channel re-ranks: the noisy channel's best few (module docstring)."""
 
 
 @dataclass(frozen=True)
