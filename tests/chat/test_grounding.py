@@ -17,6 +17,7 @@ from toolrpc.chat.grounding import (
     is_grounded,
     source_texts,
     spans,
+    tokens,
     ungrounded_arguments,
 )
 from toolrpc.chat.router import ToolRouter
@@ -60,6 +61,15 @@ def test_a_value_is_grounded_when_all_its_words_were_written() -> None:
     assert not is_grounded("{{347}} * 29", texts)  # a placeholder from the prompt's examples
     assert not is_grounded("<347>", texts)
     assert is_grounded("{347}", ["Evaluate {347}"])  # unless the user wrote the marks
+
+
+def test_numbers_are_grounded_as_numbers_not_as_runs_of_digits() -> None:
+    assert tokens("Calculate 15% of 2,480.") == ["calculate", "15", "of", "2480"]
+    assert is_grounded(".15 * 2480", ["Calculate 15% of 2,480."])  # 2,480 is 2480
+    assert is_grounded("1,764 / 42", ["What is 1764 divided by 42?"])
+    assert not is_grounded("1764.42", ["What is 1764 divided by 42?"])  # a number no one wrote
+    assert not is_grounded("12.5 * 4", ["What is 12 times 4, plus 5?"])
+    assert is_grounded("12.5 * 4", ["What is 12.5 times 4?"])
 
 
 def test_ungrounded_arguments_names_only_free_text_values_with_foreign_words() -> None:

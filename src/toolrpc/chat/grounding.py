@@ -5,9 +5,10 @@ times 29?" under the `calculate` schema, writes `{"expression": "{{12.5}} * 29"}
 example in the parameter's description. What such a model does well is copying, so after a
 constrained call the chat layer checks each free-text string argument (a `string` with no `enum`,
 `const`, `pattern` or `format`) against the words of the conversation (user messages and tool
-results): a value whose words all occur there is *grounded* and kept, even when the model
-normalised it ("347 * 29"), unless it also holds template markup (`{`, `}`, `<`, `>`) that no
-text does: `{{1764}}` is a placeholder the model copied from the prompt's examples, not the
+results): a value whose words and numbers all occur there is *grounded* and kept, even when the
+model normalised it ("347 * 29"; ".15 * 2480" for "15% of 2,480": numbers are compared as numbers,
+so "1764.42" is not grounded in "1764 divided by 42"), unless it also holds template markup (`{`,
+`}`, `<`, `>`) that no text does: `{{1764}}` is a placeholder the model copied from the prompt's examples, not the
 user's number. If any value is not grounded, the call is generated once more under a schema in
 which the grounded values are fixed (`const`) and each ungrounded one must be a span of the
 conversation's words (`enum`): the most recent user message first, then earlier messages and
@@ -38,7 +39,9 @@ from toolrpc.types import JSONValue
 
 MAX_SPAN_WORDS = 16
 MAX_SPANS = 1024
-_WORD = re.compile(r"\w+", re.UNICODE)
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|\w+", re.UNICODE)
+"""A number (digits with their separators: `2,480`, `12.5`) or a word."""
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _TEMPLATE_MARKS = "{}<>"
 _EDGE_PUNCTUATION = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb()[]{}<>.,;:!?"
 
@@ -65,11 +68,18 @@ def free_text_properties(parameters: Mapping[str, Any]) -> set[str]:
     }
 
 
+def tokens(text: str) -> list[str]:
+    """The words and numbers of `text`, casefolded; a number loses its thousands separators
+    (`2,480` is `2480`) and keeps its decimals whole (`12.5` is one token, not `12` and `5`)."""
+    return [_THOUSANDS.sub("", token.casefold()) for token in _TOKEN.findall(text)]
+
+
 def is_grounded(value: str, texts: Sequence[str]) -> bool:
-    """True when every word of `value` occurs in one of `texts` (case-insensitively) and so
-    does every template mark it holds (module docstring)."""
-    known = {word.casefold() for text in texts for word in _WORD.findall(text)}
-    words = [word.casefold() for word in _WORD.findall(value)]
+    """True when every word and number of `value` occurs in one of `texts` (case-insensitively,
+    numbers as numbers: see `tokens`) and so does every template mark it holds (module
+    docstring)."""
+    known = {token for text in texts for token in tokens(text)}
+    words = tokens(value)
     marks = {mark for mark in _TEMPLATE_MARKS if mark in value}
     return (
         bool(words)
