@@ -12,6 +12,9 @@ import jsonschema
 from toolrpc.chat.conversation import ChatSession, DoneEvent
 from toolrpc.chat.grounding import (
     MAX_SPAN_WORDS,
+    MAX_VALUE_CHARS,
+    MIN_VALUE_CHARS,
+    bounded_parameters,
     free_text_properties,
     grounded_parameters,
     is_grounded,
@@ -19,6 +22,7 @@ from toolrpc.chat.grounding import (
     spans,
     tokens,
     ungrounded_arguments,
+    value_bound,
 )
 from toolrpc.chat.router import ToolRouter
 from toolrpc.chat.template import ChatTemplate
@@ -72,6 +76,16 @@ def test_numbers_are_grounded_as_numbers_not_as_runs_of_digits() -> None:
     assert is_grounded("12.5 * 4", ["What is 12.5 times 4?"])
 
 
+def test_a_value_that_starts_inside_a_chunk_of_text_is_a_fragment_not_grounded() -> None:
+    texts = ["Email bob@example.com to tell him (Maria's lunch) moved to 3pm."]
+
+    assert is_grounded("bob@example.com", texts)
+    assert not is_grounded("example.com", texts)  # the tail of an address
+    assert not is_grounded("com", texts)
+    assert is_grounded("Maria", texts)  # chunks start after opening punctuation
+    assert is_grounded("meeting moved to 3pm", texts + ["the meeting"])
+
+
 def test_ungrounded_arguments_names_only_free_text_values_with_foreign_words() -> None:
     texts = ["What is 347 times 29?"]
     arguments = {"expression": "12.5 * 4", "precision": 99, "mode": "float", "note": "times"}
@@ -115,6 +129,31 @@ def test_grounded_parameters_fix_grounded_values_and_limit_the_rest_to_spans() -
         jsonschema.validate({"expression": value, "note": "29"}, schema)
     # every value the grounded schema admits is valid for the tool's own schema too
     jsonschema.validate({"expression": "347 times 29", "note": "29"}, PARAMETERS)
+
+
+def test_bounded_parameters_limit_free_text_values_to_twice_the_longest_text() -> None:
+    texts = ["What is 347 times 29?", "Result of calculate: " + "x" * 40]
+    assert value_bound(texts) == 2 * len(texts[1])
+    assert value_bound(["Hi"]) == MIN_VALUE_CHARS
+    assert value_bound(["y" * 10_000]) == MAX_VALUE_CHARS
+    own = {
+        "type": "object",
+        "properties": {
+            "short": {"type": "string", "maxLength": 5},
+            "long": {"type": "string", "minLength": 500},
+            "free": {"type": "string"},
+            "count": {"type": "integer"},
+        },
+    }
+
+    schema = bounded_parameters(own, texts)
+
+    properties = schema["properties"]
+    assert properties["short"]["maxLength"] == 5  # the tool's own, smaller bound stays
+    assert properties["long"]["maxLength"] == 500  # never below the tool's own minLength
+    assert properties["free"]["maxLength"] == value_bound(texts)
+    assert properties["count"] == {"type": "integer"}
+    assert own["properties"]["free"] == {"type": "string"}  # the tool's schema is untouched
 
 
 def make_session(*script: str) -> tuple[ChatSession, FakeEngine]:
@@ -170,6 +209,10 @@ async def test_a_grounded_call_is_kept_without_a_second_generation() -> None:
     assert isinstance(result.content, list)
     assert result.content[0].arguments == {"expression": "347 * 29"}
     assert len(engine.requests) == 1
+    first = engine.requests[0].json_schema
+    assert first is not None  # the first call is bounded by the message's length
+    expression = first["properties"]["arguments"]["properties"]["expression"]
+    assert expression["maxLength"] == value_bound(["What is 347 times 29?"])
 
 
 async def test_a_failed_first_call_is_generated_again_with_every_free_text_value_grounded() -> None:
@@ -194,3 +237,6 @@ async def test_without_grounding_the_model_s_own_values_are_returned() -> None:
     assert isinstance(result.content, list)
     assert result.content[0].arguments == {"expression": "{{12.5}} * 29"}
     assert len(engine.requests) == 1
+    first = engine.requests[0].json_schema
+    assert first is not None  # nor is the call bounded
+    assert "maxLength" not in first["properties"]["arguments"]["properties"]["expression"]

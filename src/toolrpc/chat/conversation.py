@@ -28,7 +28,12 @@ import referencing
 import referencing.exceptions
 
 from toolrpc.chat.constraints import call_schema
-from toolrpc.chat.grounding import grounded_parameters, source_texts, ungrounded_arguments
+from toolrpc.chat.grounding import (
+    bounded_parameters,
+    grounded_parameters,
+    source_texts,
+    ungrounded_arguments,
+)
 from toolrpc.chat.loopguard import TurnState
 from toolrpc.chat.prompt import render_prompt
 from toolrpc.chat.router import ToolRouter
@@ -123,8 +128,9 @@ class ChatSession:
         total = Usage()
         first = _Pass()
         offered, forced = await self._route(params, history, offered)
+        bounded = self._bounded(offered, prompt_history) if forced else None
         async for text in self._generate(
-            first, params, prompt_history, offered, constrained=forced
+            first, params, prompt_history, offered, constrained=forced, constraint=bounded
         ):
             yield DeltaEvent(text)
         _add_usage(total, first.usage)
@@ -171,6 +177,17 @@ class ChatSession:
             return [], False
         return [decision.tool], True
 
+    def _bounded(self, tools: Sequence[Tool], history: Sequence[Message]) -> list[Tool] | None:
+        """With grounding on, `tools` with their free-text values bounded in length by the
+        conversation's texts (grounding.py); else None (each tool's own schema)."""
+        texts = source_texts(history)
+        if not self.ground_arguments or not texts:
+            return None
+        return [
+            _with_parameters(tool, bounded_parameters(tool.function.parameters, texts))
+            for tool in tools
+        ]
+
     async def _grounded(
         self,
         first: _Pass,
@@ -189,13 +206,7 @@ class ChatSession:
         arguments = first.calls[0].arguments if len(first.calls) == 1 else None
         if arguments is not None and not ungrounded_arguments(arguments, parameters, texts):
             return first
-        grounded = tool.model_copy(
-            update={
-                "function": tool.function.model_copy(
-                    update={"parameters": grounded_parameters(parameters, arguments, texts)}
-                )
-            }
-        )
+        grounded = _with_parameters(tool, grounded_parameters(parameters, arguments, texts))
         logger.info("grounding the arguments of a call to %s", tool.name)
         second = _Pass()
         async for _ in self._generate(
@@ -274,6 +285,13 @@ def _take_call(out: _Pass, event: ToolCallParsed | InvalidToolCall, tools: dict[
         logger.info("dropped call to %s: its schema cannot be applied: %r", event.name, exc)
         return
     out.calls.append(ToolCall(id="", name=event.name, arguments=event.arguments))
+
+
+def _with_parameters(tool: Tool, parameters: dict[str, Any]) -> Tool:
+    """`tool` with another parameters schema (a constraint of the chat layer's own)."""
+    return tool.model_copy(
+        update={"function": tool.function.model_copy(update={"parameters": parameters})}
+    )
 
 
 def _apply_inputs(params: CreateMessageParams) -> list[Message]:

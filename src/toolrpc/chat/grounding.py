@@ -5,14 +5,17 @@ times 29?" under the `calculate` schema, writes `{"expression": "{{12.5}} * 29"}
 example in the parameter's description. What such a model does well is copying, so after a
 constrained call the chat layer checks each free-text string argument (a `string` with no `enum`,
 `const`, `pattern` or `format`) against the words of the conversation (user messages and tool
-results): a value whose words and numbers all occur there is *grounded* and kept, even when the
-model normalised it ("347 * 29"; ".15 * 2480" for "15% of 2,480": numbers are compared as numbers,
-so "1764.42" is not grounded in "1764 divided by 42"), unless it also holds template markup (`{`,
-`}`, `<`, `>`) that no text does: `{{1764}}` is a placeholder the model copied from the prompt's examples, not the
-user's number. If any value is not grounded, the call is generated once more under a schema in
-which the grounded values are fixed (`const`) and each ungrounded one must be a span of the
-conversation's words (`enum`): the most recent user message first, then earlier messages and
-tool results, at most `MAX_SPAN_WORDS` words a span and `MAX_SPANS` spans in all.
+results): a value whose words and numbers all occur there, and whose first word starts a chunk
+of text there (between spaces), is *grounded* and kept, even when the model normalised it ("347
+* 29"). Numbers are compared as numbers: ".15 * 2480" is grounded in "15% of 2,480", "1764.42"
+is not in "1764 divided by 42". A value that starts inside a chunk is a fragment ("example.com"
+of "bob@example.com" is no address). And a value must not hold template markup (`{`, `}`, `<`,
+`>`) that no text does: `{{1764}}` is a placeholder the model copied from the prompt's examples,
+not the user's number. If any value is not grounded, the call is generated
+once more under a schema in which the grounded values are fixed (`const`) and each ungrounded one
+must be a span of the conversation's words (`enum`): the most recent user message first, then
+earlier messages and tool results, at most `MAX_SPAN_WORDS` words a span and `MAX_SPANS` spans in
+all.
 
 Generation commits to a span's first word greedily ("friend" for the target language of
 "Translate 'good morning, my friend' to French"). Choosing instead the span whose whole value,
@@ -21,6 +24,12 @@ count, each span one teacher-forced continuation of the call) was tried and meas
 right tool and arguments under `required` went from 17/23 to 15/23 on `benchmarks/tool_eval.py`'s
 set and from 5/14 to 7/14 on its held-out set, and the median `required` latency from 3.1 s to
 3.9 s (64 spans scored one by one to reuse the cached prompt, 20 to 60 ms each).
+
+The first constrained call is also bounded: each free-text value may hold at most twice as many
+characters as the longest source text (`value_bound`). A value that long is no copy of the
+conversation's words, and without the bound a small model that falls into repeating itself
+inside a string ("1.25,1.25,..." as the city of a restaurant search) writes to the token limit:
+512 tokens, 10 s on two cores, for a call that is then generated again anyway.
 
 Only top-level properties of the arguments object are checked; nested objects keep the tool's
 schema. Values a tool needs in a form no one wrote (a ticker for a company name) stay the model's
@@ -39,6 +48,9 @@ from toolrpc.types import JSONValue
 
 MAX_SPAN_WORDS = 16
 MAX_SPANS = 1024
+MIN_VALUE_CHARS = 64
+MAX_VALUE_CHARS = 1024
+"""Bounds of `value_bound`, whatever the length of the conversation's texts."""
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|\w+", re.UNICODE)
 """A number (digits with their separators: `2,480`, `12.5`) or a word."""
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -76,13 +88,16 @@ def tokens(text: str) -> list[str]:
 
 def is_grounded(value: str, texts: Sequence[str]) -> bool:
     """True when every word and number of `value` occurs in one of `texts` (case-insensitively,
-    numbers as numbers: see `tokens`) and so does every template mark it holds (module
+    numbers as numbers: see `tokens`), its first one where a text has it first in a
+    whitespace-separated chunk, and every template mark it holds occurs there too (module
     docstring)."""
     known = {token for text in texts for token in tokens(text)}
+    initial = {chunk[0] for text in texts for piece in text.split() if (chunk := tokens(piece))}
     words = tokens(value)
     marks = {mark for mark in _TEMPLATE_MARKS if mark in value}
     return (
         bool(words)
+        and words[0] in initial
         and all(word in known for word in words)
         and all(any(mark in text for text in texts) for mark in marks)
     )
@@ -140,3 +155,27 @@ def grounded_parameters(
     if required:
         grounded["required"] = required
     return grounded
+
+
+def value_bound(texts: Sequence[str]) -> int:
+    """The most characters a free-text value of a forced call may hold: twice the longest of
+    `texts`, within `MIN_VALUE_CHARS`..`MAX_VALUE_CHARS` (module docstring)."""
+    longest = max((len(text) for text in texts), default=0)
+    return min(MAX_VALUE_CHARS, max(MIN_VALUE_CHARS, 2 * longest))
+
+
+def bounded_parameters(parameters: Mapping[str, Any], texts: Sequence[str]) -> dict[str, Any]:
+    """The tool's parameters with every free-text property limited to `value_bound(texts)`
+    characters (the tool's own `maxLength`, when smaller, and `minLength` still hold)."""
+    bound = value_bound(texts)
+    properties = dict(parameters.get("properties") or {})
+    for name in free_text_properties(parameters):
+        schema = properties[name]
+        limit = min(bound, _int_or(schema.get("maxLength"), bound))
+        limit = max(limit, _int_or(schema.get("minLength"), 0))
+        properties[name] = {**schema, "maxLength": limit}
+    return {**parameters, "properties": properties} if properties else dict(parameters)
+
+
+def _int_or(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
