@@ -120,22 +120,15 @@ async def test_auto_answers_a_request_no_tool_serves(session: ChatSession) -> No
 async def test_required_picks_the_tool_and_takes_its_values_from_the_request(
     session: ChatSession,
 ) -> None:
-    name, arguments = only_call(
-        await step(
-            session,
-            message="Send an email to bob@example.com to tell him the meeting moved to 3pm.",
-            tool_choice="required",
-        )
+    async def required(message: str) -> tuple[str, dict[str, Any]]:
+        return only_call(await step(session, message=message, tool_choice="required"))
+
+    name, arguments = await required(
+        "Send an email to bob@example.com to tell him the meeting moved to 3pm."
     )
     assert name == "send_email"
     assert arguments["to"] == "bob@example.com"
 
-    name, arguments = only_call(
-        await step(
-            session,
-            message="Translate 'Where is the train station?' into Spanish.",
-            tool_choice="required",
-        )
-    )
+    name, arguments = await required("Translate 'Where is the train station?' into Spanish.")
     assert name == "translate"
     assert arguments == {"text": "Where is the train station?", "target_language": "Spanish"}

@@ -11,11 +11,10 @@ of text there (between spaces), is *grounded* and kept, even when the model norm
 is not in "1764 divided by 42". A value that starts inside a chunk is a fragment ("example.com"
 of "bob@example.com" is no address). And a value must not hold template markup (`{`, `}`, `<`,
 `>`) that no text does: `{{1764}}` is a placeholder the model copied from the prompt's examples,
-not the user's number. If any value is not grounded, the call is generated
-once more under a schema in which the grounded values are fixed (`const`) and each ungrounded one
-must be a span of the conversation's words (`enum`): the most recent user message first, then
-earlier messages and tool results, at most `MAX_SPAN_WORDS` words a span and `MAX_SPANS` spans in
-all.
+not the user's number. If any value is not grounded, the call is generated once more under a
+schema in which the grounded values are fixed (`const`) and each ungrounded one must be a span of
+the conversation's words (`enum`): the most recent user message first, then earlier messages and
+tool results, at most `MAX_SPAN_WORDS` words a span and `MAX_SPANS` spans in all.
 
 Generation commits to a span's first word greedily ("friend" for the target language of
 "Translate 'good morning, my friend' to French"). Choosing instead the span whose whole value,
