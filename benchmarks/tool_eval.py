@@ -104,6 +104,9 @@ def load_eval_set(path: Path, limit: int | None) -> EvalSet:
     return EvalSet(tools, cases, frozenset(data.get("match_contains", ())))
 
 
+_WORDS = re.compile(r"\w+")
+
+
 def _norm(text: str) -> str:
     return " ".join(str(text).casefold().split())
 
@@ -128,9 +131,27 @@ def value_matches(expected: Any, actual: Any, contains: bool) -> bool:
     return False
 
 
-def args_match(expected: JSONDict, arguments: JSONDict, contains_args: frozenset[str]) -> bool:
+COPY_SHARE = 0.8
+"""A free-text value holding this share of the request's words (or more) repeats the request."""
+
+
+def copies_request(value: Any, request: str) -> bool:
+    """True when `value` is (nearly) the whole request rather than an argument taken from it;
+    requests of four words or fewer can be their own argument."""
+    asked = set(_WORDS.findall(request.casefold()))
+    if not isinstance(value, str) or len(asked) <= 4:
+        return False
+    return len(asked & set(_WORDS.findall(value.casefold()))) >= COPY_SHARE * len(asked)
+
+
+def args_match(
+    expected: JSONDict, arguments: JSONDict, contains_args: frozenset[str], request: str
+) -> bool:
+    """Every expected argument matches (`value_matches`); one matched by containment must not
+    be a copy of the request ("Do I need an umbrella in Seattle today" is not a city)."""
     return all(
         value_matches(want, arguments.get(name), name in contains_args)
+        and not (name in contains_args and copies_request(arguments.get(name), request))
         for name, want in expected.items()
     )
 
@@ -330,7 +351,12 @@ def judge(record: Record, case: JSONDict, eval_set: EvalSet) -> None:
         first is not None
         and tool_ok
         and isinstance(first["arguments"], dict)
-        and args_match(case.get("expected_args", {}), first["arguments"], eval_set.contains_args)
+        and args_match(
+            case.get("expected_args", {}),
+            first["arguments"],
+            eval_set.contains_args,
+            case.get("message", ""),
+        )
     )
     if record.mode == "auto":
         if case["category"] == "tool":
