@@ -11,7 +11,8 @@ unchanged. To honour this while streaming, trailing whitespace is held back unti
 than whitespace or a call follows it, as is any tail that may be the beginning of a start marker.
 
 A call's body ends at the first end marker, even inside a JSON string; an end marker with no start
-marker before it is ordinary text.
+marker before it is ordinary text. In a format without an end marker (Mistral, Llama) the body is
+the JSON value after the start marker and ends where its brackets close, so text may follow it.
 """
 
 from __future__ import annotations
@@ -84,11 +85,13 @@ _BARE_OPENERS = {"{": '"}', "[": "{]"}
 class _BracketScanner:
     """Finds where a JSON value starting with `{` or `[` ends, over text that keeps growing."""
 
-    def __init__(self, opener: str) -> None:
+    def __init__(self, opener: str, *, is_checked: bool = False) -> None:
+        """Scan a value opened by `opener`; unless `is_checked`, a value whose first token
+        cannot begin a call (see `_BARE_OPENERS`) is reported as `_NOT_JSON` at once."""
         self._allowed_first = _BARE_OPENERS[opener]
         self._pos = 1
         self._depth = 1
-        self._is_checked = False
+        self._is_checked = is_checked
         self._in_string = False
         self._in_escape = False
 
@@ -155,6 +158,7 @@ class ToolCallParser:
         self._num_searched = 0
         self._bare_start = 0
         self._scanner = _BracketScanner("{")
+        self._body_scanner: _BracketScanner | None = None
 
     def feed(self, text: str) -> list[ParserEvent]:
         """Add generated text; return the events it made certain."""
@@ -232,6 +236,7 @@ class ToolCallParser:
             _emit_text(_rstrip_bounded(self._buf[:start]), events)
             self._buf = self._buf[start + len(self._fmt.start) :]
             self._num_searched = 0
+            self._body_scanner = None
             self._state = _State.CALL
             return True
         if is_final:
@@ -247,27 +252,50 @@ class ToolCallParser:
         return False
 
     def _step_call(self, is_final: bool, events: list[ParserEvent]) -> bool:
-        end_marker = self._fmt.end
-        end = self._buf.find(end_marker, self._num_searched)
-        if end >= 0:
-            body, rest = self._buf[:end], self._buf[end + len(end_marker) :]
-        elif is_final:
-            num_held = _partial_marker_len(self._buf, end_marker)
-            body, rest = self._buf[: len(self._buf) - num_held], ""
+        if self._fmt.is_body_one_json_value:
+            span = self._value_body_span(is_final)
         else:
-            self._num_searched = max(0, len(self._buf) - len(end_marker) + 1)
+            span = self._marked_body_span(is_final)
+        if span is None:
             return False
-        raw = body.strip()
+        body_end, rest_start = span
+        raw = self._buf[:body_end].strip()
         calls = _calls_in(_loads(raw))
         if isinstance(calls, str):
             events.append(InvalidToolCall(self._next_index(), raw, calls))
         else:
             for call in calls:
                 events.append(ToolCallParsed(self._next_index(), call.name, call.arguments))
-        self._buf = rest
+        self._buf = self._buf[rest_start:]
         self._is_after_call = True
         self._state = _State.TEXT
         return True
+
+    def _marked_body_span(self, is_final: bool) -> tuple[int, int] | None:
+        """(end of the body, start of what follows the end marker), or None to wait."""
+        end_marker = self._fmt.end
+        end = self._buf.find(end_marker, self._num_searched)
+        if end >= 0:
+            return end, end + len(end_marker)
+        if is_final:
+            return len(self._buf) - _partial_marker_len(self._buf, end_marker), len(self._buf)
+        self._num_searched = max(0, len(self._buf) - len(end_marker) + 1)
+        return None
+
+    def _value_body_span(self, is_final: bool) -> tuple[int, int] | None:
+        """(end of the body's JSON value, the same), or None to wait: a body that does not open
+        with a bracket, or whose value never closes, runs to the end of the output."""
+        stripped = self._buf.lstrip()
+        if stripped and stripped[0] in _BARE_OPENERS and self._body_scanner is None:
+            self._body_scanner = _BracketScanner(stripped[0], is_checked=True)
+        if self._body_scanner is not None:
+            value_start = len(self._buf) - len(stripped)
+            end = self._body_scanner.scan(self._buf[value_start:])
+            if end is not None:
+                return value_start + end, value_start + end
+        if is_final:
+            return len(self._buf), len(self._buf)
+        return None
 
     def _next_index(self) -> int:
         index = self._num_calls
