@@ -1,14 +1,16 @@
 """The one error tree of toolrpc.
 
 Every error a client can cause, and every failure the server reports, is a subclass of
-`ToolRpcError`. Each class knows its JSON-RPC code (PROTOCOL.md) and the HTTP status used where
-the transport is plain HTTP (`/stream` before the stream starts, `/v1`). The mapping to a wire
-format lives in exactly one function per format (`rpc.dispatcher.error_object`,
-`server.errors`), so no layer below the server ever builds an error response itself.
+`ToolRpcError`. Each class knows its JSON-RPC code (docs/protocol.md) and the HTTP status used
+where the transport is plain HTTP (`/stream` before the stream starts, a body over the limit).
+The mapping to a wire format lives in one function per format (`rpc.error_object` for
+JSON-RPC, `server.errors.error_response` for plain HTTP), so no layer below the server ever
+builds an error response itself.
 
     ToolRpcError                  -32603 / 500  (internal: a bug, never for bad input)
     ├── ParseError                -32700 / 400
     ├── InvalidRequest            -32600 / 400
+    │   └── BodyTooLarge          -32600 / 413  (refused before it is read whole)
     ├── MethodNotFound            -32601 / 404
     ├── InvalidParams             -32602 / 422
     ├── Overloaded                -32000 / 503  (data: retry_after_s)
@@ -66,6 +68,12 @@ class InvalidRequest(ToolRpcError):
 
     code = -32600
     http_status = 400
+
+
+class BodyTooLarge(InvalidRequest):
+    """The request body is over the configured limit; refused before it is parsed."""
+
+    http_status = 413
 
 
 class MethodNotFound(ToolRpcError):

@@ -1,4 +1,4 @@
-"""Wire shapes of PROTOCOL.md as pydantic models (shared by server, rpc, chat and client).
+"""Wire shapes of docs/protocol.md as pydantic models (shared by server, rpc, chat and client).
 
 Only shapes that cross the wire live here. Validation that a client can fail (a bad tool name, a
 `parameters` that is not a JSON Schema, neither `message` nor `tool_results`) is done by these

@@ -1,8 +1,13 @@
 """The methods toolrpc serves, independent of transport: `create_message`, `tool_list`, streaming.
 
 `ToolRpcService` applies the server's limits and defaults (its tools, the cap on
-`max_new_tokens`) to a request and hands it to the chat layer. `/rpc` reaches it through the
-JSON-RPC dispatcher (`methods()`), `/stream` through `stream_message`.
+`max_new_tokens`) to a request, turns it into the conversation a chat step continues, and hands
+it to the chat layer. `/rpc` reaches it through the JSON-RPC dispatcher (`methods()`), `/stream`
+through `stream_message`.
+
+It is also the composition root of the layers below it: `ToolRpcService.from_settings` decides
+what is wired to what (the model's chat template, the tool router on when that template has no
+tool format of its own, grounding only with the router), so the HTTP layer only routes.
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from toolrpc.chat.conversation import ChatSession, DoneEvent, StepEvent
+from toolrpc.chat.conversation import Chat, DoneEvent, StepEvent, StepRequest
+from toolrpc.chat.model import GenerationOptions, PromptedModel
+from toolrpc.chat.router import ToolRouter
+from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
+from toolrpc.chat.toolcalls import detect_format
+from toolrpc.chat.turn import append_inputs, with_system
+from toolrpc.config import Settings
+from toolrpc.engines.base import Engine, SamplingParams
 from toolrpc.errors import InvalidParams, ParamError, ToolRpcError
 from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Tool, ToolListResult
 from toolrpc.rpc import Method
@@ -36,15 +48,49 @@ def load_tools(path: Path) -> list[Tool]:
         raise ValueError(f"cannot read tools from {path}: {exc}") from exc
 
 
+def build_chat(engine: Engine, settings: Settings) -> Chat:
+    """The chat layer over `engine` as `settings` configure it: the model's own chat template
+    (plain ChatML when it ships none) and the tool-call format it implies (chat/toolcalls), the
+    tool router on when `--tool-router on`, or `auto` and the template cannot render tools, and
+    grounding only with the router (it regenerates the router's forced calls)."""
+    info = engine.info
+    template = ChatTemplate(
+        info.chat_template or DEFAULT_CHATML_TEMPLATE,
+        bos_token=info.bos_token,
+        eos_token=info.eos_token,
+    )
+    use_router = settings.tool_router == "on" or (
+        settings.tool_router == "auto" and not template.renders_tools
+    )
+    return Chat(
+        PromptedModel(engine, template, detect_format(template.source)),
+        router=ToolRouter(engine, bias=settings.tool_router_bias) if use_router else None,
+        ground_arguments=use_router and settings.ground_arguments,
+    )
+
+
 class ToolRpcService:
-    """create_message / tool_list / streaming over one ChatSession."""
+    """create_message / tool_list / streaming over one `Chat`."""
 
     def __init__(
-        self, chat: ChatSession, *, tools: Sequence[Tool] = (), max_new_tokens_limit: int = 2048
+        self, chat: Chat, *, tools: Sequence[Tool] = (), max_new_tokens_limit: int = 2048
     ) -> None:
         self.chat = chat
         self.tools = list(tools)
         self.max_new_tokens_limit = max_new_tokens_limit
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Settings) -> ToolRpcService:
+        """The service over `engine` as `settings` configure it (the composition root).
+
+        Raises `ValueError` when the server's tools file cannot be read.
+        """
+        tools = load_tools(settings.tools) if settings.tools else []
+        return cls(
+            build_chat(engine, settings),
+            tools=tools,
+            max_new_tokens_limit=settings.max_new_tokens_limit,
+        )
 
     def methods(self) -> list[Method]:
         """The JSON-RPC methods of this service."""
@@ -68,10 +114,28 @@ class ToolRpcService:
                 "server-side sessions are not available on this server; send 'history' instead",
                 [ParamError(("session_id",), "sessions are not enabled")],
             )
-        capped = min(params.max_new_tokens, self.max_new_tokens_limit)
-        params = params.model_copy(update={"max_new_tokens": capped})
+        return self.chat.step(self.step_request(params))
+
+    def step_request(self, params: CreateMessageParams) -> StepRequest:
+        """The chat step `params` ask for, with the server's limits and tools applied.
+
+        Raises `ToolProtocolError` when the tool results do not answer the pending calls.
+        """
+        history = with_system(params.history, params.system)
         tools = params.tools if params.tools is not None else self.tools
-        return self.chat.step(params, tools)
+        return StepRequest(
+            conversation=tuple(append_inputs(history, params.tool_results, params.message)),
+            tools=tuple(tools),
+            tool_choice=params.tool_choice,
+            max_iterations=params.max_iterations,
+            options=GenerationOptions(
+                max_new_tokens=min(params.max_new_tokens, self.max_new_tokens_limit),
+                sampling=SamplingParams(
+                    params.temperature, params.top_p, params.top_k, params.seed
+                ),
+                stop=params.stop_strings(),
+            ),
+        )
 
     async def tool_list(self, _params: None) -> ToolListResult:
         """The tools configured on the server."""

@@ -8,7 +8,7 @@ JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, J
 JSONObject: TypeAlias = "dict[str, JSONValue]"
 
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "loop_guard"]
-"""Why a `create_message` step ended (PROTOCOL.md)."""
+"""Why a `create_message` step ended (docs/protocol.md)."""
 
 EngineFinishReason: TypeAlias = Literal["stop", "length"]
 """Why an engine stopped generating: end of sequence / stop string, or the token limit."""

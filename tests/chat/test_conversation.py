@@ -1,12 +1,11 @@
-"""Behaviour of one conversation step (`ChatSession.step`): every branch of the tool loop.
+"""Behaviour of one conversation step (`Chat.step`): every branch of the tool loop.
 
-Each test drives a `ChatSession` over a scripted `FakeEngine` and checks the step's events, its
+Each test drives a `Chat` over a scripted `FakeEngine` and checks the step's events, its
 result, and what the engine was asked (`FakeEngine.requests`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -14,18 +13,14 @@ from typing import Any
 
 import pytest
 
-from toolrpc.chat.conversation import (
-    LOOP_GUARD_NOTE,
-    ChatSession,
-    DeltaEvent,
-    DoneEvent,
-    StepEvent,
-    ToolCallsEvent,
-)
+from tests.chat import steps
+from toolrpc.chat.conversation import Chat, DeltaEvent, StepEvent, ToolCallsEvent
+from toolrpc.chat.loopguard import LOOP_GUARD_NOTE
+from toolrpc.chat.model import PromptedModel
 from toolrpc.chat.template import ChatTemplate
 from toolrpc.engines.fake import FAKE_CHAT_TEMPLATE, FakeEngine, Reply
 from toolrpc.errors import InvalidParams, ToolProtocolError
-from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Tool
+from toolrpc.protocol import CreateMessageResult, Tool
 
 WAIT_S = 2.0  # bound on every wait in this module
 
@@ -62,24 +57,18 @@ def call_markup(name: str, arguments: dict[str, Any]) -> str:
 PARIS = call_markup("get_weather", {"city": "Paris"})
 
 
-def make_session(*script: Reply) -> tuple[ChatSession, FakeEngine]:
-    """A session over a FakeEngine that answers with `script`, one reply per generation."""
+def make_session(*script: Reply) -> tuple[Chat, FakeEngine]:
+    """A chat over a FakeEngine that answers with `script`, one reply per generation."""
     engine = FakeEngine(script)
     template = ChatTemplate(FAKE_CHAT_TEMPLATE, eos_token="<|im_end|>")
-    return ChatSession(engine, template), engine
+    return Chat(PromptedModel(engine, template)), engine
 
 
 async def run_step(
-    session: ChatSession, tools: Sequence[Tool] = (), **params: Any
+    session: Chat, tools: Sequence[Tool] = (), **params: Any
 ) -> tuple[list[StepEvent], CreateMessageResult]:
     """Run one step to its end; return its events and its result."""
-    request = CreateMessageParams.model_validate(params)
-    async with asyncio.timeout(WAIT_S):
-        events = [event async for event in session.step(request, tools)]
-    done = events[-1]
-    assert isinstance(done, DoneEvent)
-    assert not any(isinstance(event, DoneEvent) for event in events[:-1])
-    return events, done.result
+    return await steps.run_step(session, tools, wait_s=WAIT_S, **params)
 
 
 def wire_history(result: CreateMessageResult) -> list[Any]:
@@ -97,7 +86,7 @@ def num_pieces(text: str) -> int:
     return len(re.findall(r"\s*\S+|\s+", text))
 
 
-async def first_round(session: ChatSession, **params: Any) -> CreateMessageResult:
+async def first_round(session: Chat, **params: Any) -> CreateMessageResult:
     """Ask about the weather; the script's next reply must be a call."""
     _, result = await run_step(session, TOOLS, message="Weather in Paris?", **params)
     assert result.type == "tool_calls"
@@ -623,7 +612,7 @@ async def test_tool_choice_required_after_max_iterations_answers_without_a_const
     session, engine = make_session(PARIS, "Sunny.")
     calls = await first_round(session, max_iterations=1, tool_choice="required")
 
-    _, result = await run_step(
+    events, result = await run_step(
         session,
         TOOLS,
         history=wire_history(calls),
@@ -636,6 +625,9 @@ async def test_tool_choice_required_after_max_iterations_answers_without_a_const
     assert engine.requests[-1].json_schema is None
     assert result.type == "final_text"
     assert result.finish_reason == "loop_guard"
+    assert result.content == "Sunny."
+    assert deltas(events) == "Sunny."
+    assert result.history[-1].content == "Sunny."
 
 
 async def test_the_deltas_of_a_loop_guard_answer_add_up_to_its_content() -> None:

@@ -3,13 +3,13 @@ call generated again with ungrounded values limited to spans of those words."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import jsonschema
 
-from toolrpc.chat.conversation import ChatSession, DoneEvent
+from tests.chat.steps import run_step
+from toolrpc.chat.conversation import Chat
 from toolrpc.chat.grounding import (
     MAX_SPAN_WORDS,
     MAX_VALUE_CHARS,
@@ -18,16 +18,17 @@ from toolrpc.chat.grounding import (
     free_text_properties,
     grounded_parameters,
     is_grounded,
-    source_texts,
     spans,
     tokens,
     ungrounded_arguments,
     value_bound,
 )
+from toolrpc.chat.model import PromptedModel
 from toolrpc.chat.router import ToolRouter
 from toolrpc.chat.template import ChatTemplate
+from toolrpc.chat.turn import Turn
 from toolrpc.engines.fake import FAKE_CHAT_TEMPLATE, FakeEngine
-from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Message, Tool
+from toolrpc.protocol import CreateMessageResult, Message, Tool
 
 CALCULATE = Tool.model_validate(
     {
@@ -101,7 +102,7 @@ def test_sources_are_the_latest_user_message_first_then_older_ones_and_tool_resu
         Message(role="user", content="second"),
     ]
 
-    assert source_texts(history) == ["second", "first", "result"]
+    assert Turn.of(history).sources == ("second", "first", "result")
 
 
 def test_spans_are_runs_of_words_without_edge_punctuation_latest_text_first() -> None:
@@ -156,24 +157,20 @@ def test_bounded_parameters_limit_free_text_values_to_twice_the_longest_text() -
     assert own["properties"]["free"] == {"type": "string"}  # the tool's schema is untouched
 
 
-def make_session(*script: str) -> tuple[ChatSession, FakeEngine]:
+def make_session(*script: str) -> tuple[Chat, FakeEngine]:
     engine = FakeEngine(script)
     template = ChatTemplate(FAKE_CHAT_TEMPLATE, eos_token="<|im_end|>")
     router = ToolRouter(engine)
-    return ChatSession(engine, template, router=router, ground_arguments=True), engine
+    return Chat(PromptedModel(engine, template), router=router, ground_arguments=True), engine
 
 
 def call_json(arguments: dict[str, Any]) -> str:
     return json.dumps({"name": "calculate", "arguments": arguments})
 
 
-async def run(session: ChatSession, message: str) -> CreateMessageResult:
-    params = CreateMessageParams.model_validate({"message": message, "tool_choice": "required"})
-    async with asyncio.timeout(2):
-        events = [event async for event in session.step(params, [CALCULATE])]
-    done = events[-1]
-    assert isinstance(done, DoneEvent)
-    return done.result
+async def run(session: Chat, message: str) -> CreateMessageResult:
+    _, result = await run_step(session, [CALCULATE], message=message, tool_choice="required")
+    return result
 
 
 async def test_a_call_with_made_up_words_is_generated_again_under_spans_of_the_message() -> None:
@@ -230,7 +227,7 @@ async def test_a_failed_first_call_is_generated_again_with_every_free_text_value
 async def test_without_grounding_the_model_s_own_values_are_returned() -> None:
     engine = FakeEngine([call_json({"expression": "{{12.5}} * 29"})])
     template = ChatTemplate(FAKE_CHAT_TEMPLATE, eos_token="<|im_end|>")
-    session = ChatSession(engine, template, router=ToolRouter(engine))
+    session = Chat(PromptedModel(engine, template), router=ToolRouter(engine))
 
     result = await run(session, "What is 347 times 29?")
 

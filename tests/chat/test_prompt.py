@@ -8,7 +8,8 @@ from typing import Any
 
 from toolrpc.chat.prompt import TOOL_INSTRUCTIONS, render_prompt
 from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
-from toolrpc.protocol import Message, Tool, ToolCall
+from toolrpc.chat.turn import append_inputs, with_system
+from toolrpc.protocol import Message, Tool, ToolCall, ToolResult
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES: dict[str, Any] = json.loads((GOLDEN / "cases.json").read_text(encoding="utf-8"))
@@ -164,40 +165,34 @@ def test_a_tool_result_without_a_name_is_named_after_its_call() -> None:
     assert "Result of get_weather: 21 °C" in render_prompt(smollm2(), history, [])
 
 
-def test_system_param_comes_first_when_the_history_has_no_system_message() -> None:
-    prompt = render_prompt(smollm2(), [Message(role="user", content="hi")], [], system="Be kind.")
+def test_system_comes_first_when_the_history_has_no_system_message() -> None:
+    history = with_system([Message(role="user", content="hi")], "Be kind.")
 
-    assert system_prompt(prompt) == "Be kind."
+    assert system_prompt(render_prompt(smollm2(), history, [])) == "Be kind."
 
 
-def test_system_param_replaces_the_system_message_that_opens_the_history() -> None:
+def test_system_replaces_the_system_message_that_opens_the_history() -> None:
     history = [Message(role="system", content="Old."), Message(role="user", content="hi")]
 
-    prompt = render_prompt(qwen(), history, [], system="New.")
+    prompt = render_prompt(qwen(), with_system(history, "New."), [])
 
     assert system_prompt(prompt) == "New."
     assert "Old." not in prompt
 
 
-def test_system_param_is_followed_by_fallback_tool_instructions() -> None:
+def test_the_system_prompt_is_followed_by_fallback_tool_instructions() -> None:
     prompt = render_prompt(
         ChatTemplate(DEFAULT_CHATML_TEMPLATE),
-        [Message(role="user", content="hi")],
+        with_system([Message(role="user", content="hi")], "Be kind."),
         [WEATHER],
-        system="Be kind.",
     )
 
     assert system_prompt(prompt).startswith("Be kind.\n\n" + INSTRUCTIONS_HEAD)
 
 
-def test_json_tool_results_are_serialized_as_json_without_ascii_escapes() -> None:
-    result = Message.model_construct(
-        role="tool",
-        tool_call_id="call_1",
-        name="get_weather",
-        content={"temp": 21, "city": "Zürich"},
-    )
-    history = [*TOOL_TURN[:2], result]
+def test_json_tool_results_reach_the_prompt_as_json_without_ascii_escapes() -> None:
+    results = [ToolResult(tool_call_id="call_1", content={"temp": 21, "city": "Zürich"})]
+    history = append_inputs(TOOL_TURN[:2], results, None)
 
     native = render_prompt(qwen(), history, [WEATHER])
     textual = render_prompt(smollm2(), history, [WEATHER])
@@ -210,8 +205,8 @@ def test_render_prompt_leaves_its_inputs_unchanged_and_repeats_itself() -> None:
     history = [Message(role="system", content="Old."), *TOOL_TURN]
     before = [message.model_copy(deep=True) for message in history]
 
-    first = render_prompt(smollm2(), history, [WEATHER], system="New.")
-    second = render_prompt(smollm2(), history, [WEATHER], system="New.")
+    first = render_prompt(smollm2(), history, [WEATHER])
+    second = render_prompt(smollm2(), history, [WEATHER])
 
     assert first == second
     assert history == before

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-from toolrpc.chat.conversation import ChatSession, DoneEvent, StepEvent
+from tests.chat.steps import run_step as run_chat_step
+from toolrpc.chat.conversation import Chat
+from toolrpc.chat.model import PromptedModel
 from toolrpc.chat.router import (
     ANSWER_TASK,
     CONTENT_FREE_REQUEST,
@@ -14,9 +15,10 @@ from toolrpc.chat.router import (
     ToolRouter,
 )
 from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
+from toolrpc.chat.turn import Turn
 from toolrpc.config import Settings
 from toolrpc.engines.fake import FakeEngine
-from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Message, Tool, ToolCall
+from toolrpc.protocol import CreateMessageResult, Message, Tool, ToolCall
 
 WEATHER = Tool.model_validate(
     {
@@ -48,7 +50,7 @@ async def decide(
 ) -> str | None:
     async with asyncio.timeout(2):
         decision = await ToolRouter(engine, bias=bias).decide(
-            messages, TOOLS, may_answer=may_answer
+            Turn.of(messages), TOOLS, may_answer=may_answer
         )
     return None if decision.tool is None else decision.tool.name
 
@@ -90,7 +92,7 @@ async def test_content_free_priors_are_scored_once_per_tool() -> None:
     router = ToolRouter(engine)
 
     for question in ("send an email to Bob", "what is the weather in Oslo"):
-        await router.decide([user(question)], TOOLS)
+        await router.decide(Turn.of([user(question)]), TOOLS)
 
     priors = [p for p, _ in engine.scored if CONTENT_FREE_REQUEST in p]
     assert len(priors) == len(TOOLS)
@@ -106,7 +108,7 @@ async def test_a_tool_task_says_what_the_tool_needs() -> None:
 
 async def test_one_tool_without_the_answer_option_is_chosen_without_scoring() -> None:
     engine = FakeEngine()
-    decision = await ToolRouter(engine).decide([user("hello")], [EMAIL], may_answer=False)
+    decision = await ToolRouter(engine).decide(Turn.of([user("hello")]), [EMAIL], may_answer=False)
 
     assert decision.tool is EMAIL
     assert engine.scored == []
@@ -159,13 +161,11 @@ async def test_the_bias_moves_the_choice_towards_answering() -> None:
 
 
 async def run_step(engine: FakeEngine, params: dict[str, object]) -> CreateMessageResult:
-    session = ChatSession(engine, ChatTemplate(DEFAULT_CHATML_TEMPLATE), router=ToolRouter(engine))
-    events: AsyncIterator[StepEvent] = session.step(
-        CreateMessageParams.model_validate(params), TOOLS
+    chat = Chat(
+        PromptedModel(engine, ChatTemplate(DEFAULT_CHATML_TEMPLATE)), router=ToolRouter(engine)
     )
-    async with asyncio.timeout(2):
-        results = [e.result async for e in events if isinstance(e, DoneEvent)]
-    return results[0]
+    _, result = await run_chat_step(chat, TOOLS, **params)
+    return result
 
 
 async def test_auto_with_a_chosen_tool_generates_its_call_under_that_tools_schema() -> None:
@@ -242,7 +242,9 @@ async def test_only_the_noisy_channels_best_few_tools_are_re_ranked() -> None:
         for i in range(RERANKED + 3)
     ]
 
-    decision = await ToolRouter(engine).decide([user("topic number 2")], many, may_answer=False)
+    decision = await ToolRouter(engine).decide(
+        Turn.of([user("topic number 2")]), many, may_answer=False
+    )
 
     direct = [c for p, c in engine.scored if p.startswith("User request:") and "topic" in p]
     assert len(direct) == RERANKED

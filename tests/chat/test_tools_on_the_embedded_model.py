@@ -11,14 +11,15 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from toolrpc.chat.conversation import ChatSession, DoneEvent
-from toolrpc.chat.router import ToolRouter
-from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
+from tests.chat.steps import run_step
+from toolrpc.chat.conversation import Chat
+from toolrpc.config import Settings
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.engines.default_model import embedded_model_path
 from toolrpc.engines.llama_cpp import LlamaCppOptions, load_llama_cpp
-from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Tool
+from toolrpc.protocol import CreateMessageResult, Tool
 from toolrpc.scheduling.loop import LoopConfig
+from toolrpc.service import build_chat
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -61,26 +62,20 @@ TOOLS = [
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def session() -> AsyncIterator[ChatSession]:
+async def session() -> AsyncIterator[Chat]:
+    """The chat layer on the embedded model, wired as the server wires it by default (the
+    router and grounding on: SmolLM2's template has no tool format)."""
     options = LlamaCppOptions(embedded_model_path(), context_length=2048, num_slots=4)
     engine: BatchedEngine = await asyncio.to_thread(load_llama_cpp, options, LoopConfig())
-    info = engine.info
-    template = ChatTemplate(
-        info.chat_template or DEFAULT_CHATML_TEMPLATE,
-        bos_token=info.bos_token,
-        eos_token=info.eos_token,
-    )
-    yield ChatSession(engine, template, router=ToolRouter(engine), ground_arguments=True)
+    chat = build_chat(engine, Settings())
+    assert chat.router is not None and chat.ground_arguments
+    yield chat
     await engine.aclose()
 
 
-async def step(session: ChatSession, **params: Any) -> CreateMessageResult:
-    parsed = CreateMessageParams.model_validate({"temperature": 0, **params})
-    async with asyncio.timeout(WAIT_S):
-        events = [event async for event in session.step(parsed, TOOLS)]
-    done = events[-1]
-    assert isinstance(done, DoneEvent)
-    return done.result
+async def step(session: Chat, **params: Any) -> CreateMessageResult:
+    _, result = await run_step(session, TOOLS, wait_s=WAIT_S, temperature=0, **params)
+    return result
 
 
 def only_call(result: CreateMessageResult) -> tuple[str, dict[str, Any]]:
@@ -90,7 +85,7 @@ def only_call(result: CreateMessageResult) -> tuple[str, dict[str, Any]]:
 
 
 async def test_auto_calls_the_weather_tool_and_then_answers_from_its_result(
-    session: ChatSession,
+    session: Chat,
 ) -> None:
     asked = await step(session, message="What's the weather in Paris?")
 
@@ -109,7 +104,7 @@ async def test_auto_calls_the_weather_tool_and_then_answers_from_its_result(
     assert answered.iteration_count == 1
 
 
-async def test_auto_answers_a_request_no_tool_serves(session: ChatSession) -> None:
+async def test_auto_answers_a_request_no_tool_serves(session: Chat) -> None:
     result = await step(session, message="Write a short poem about the sea.")
 
     assert result.type == "final_text" and isinstance(result.content, str)
@@ -118,7 +113,7 @@ async def test_auto_answers_a_request_no_tool_serves(session: ChatSession) -> No
 
 
 async def test_required_picks_the_tool_and_takes_its_values_from_the_request(
-    session: ChatSession,
+    session: Chat,
 ) -> None:
     async def required(message: str) -> tuple[str, dict[str, Any]]:
         return only_call(await step(session, message=message, tool_choice="required"))

@@ -317,6 +317,11 @@ async def test_a_body_over_the_limit_is_refused_with_http_413() -> None:
         response = await post_rpc(client, request("create_message", {"message": "x" * 4096}))
 
     assert response.status_code == 413
+    assert response.json() == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32600, "message": response.json()["error"]["message"]},
+        "id": None,
+    }
     assert engine.requests == []
 
 

@@ -211,15 +211,18 @@ async def test_invalid_params_list_each_problem_with_its_location() -> None:
     assert [item["loc"] for item in data] == [["max_new_tokens"]]
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b'{"message": "Hi"', b"\xff\xfe"])
-async def test_a_body_that_is_not_json_is_http_422(body: bytes) -> None:
-    app, _ = make_app()
+@pytest.mark.parametrize(
+    "body", [b"", b"not json", b'{"message": "Hi"', b"\xff\xfe", b'{"message": "Hi", "top_p": NaN}']
+)
+async def test_a_body_that_is_not_json_is_http_400_with_code_32700(body: bytes) -> None:
+    app, engine = make_app()
 
     async with serving(app) as client:
         response = await post_stream(client, body)
 
-    assert response.status_code == 422
-    assert response.json()["error"]["code"] == -32602
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32700
+    assert engine.requests == []
 
 
 async def test_a_prompt_over_the_context_window_is_http_400_with_code_32002() -> None:
@@ -255,6 +258,7 @@ async def test_a_body_over_the_limit_is_http_413() -> None:
         response = await post_stream(client, {"message": "x" * 4096})
 
     assert response.status_code == 413
+    assert response.json()["error"]["code"] == -32600
     assert engine.requests == []
 
 

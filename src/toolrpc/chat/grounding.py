@@ -30,6 +30,11 @@ conversation's words, and without the bound a small model that falls into repeat
 inside a string ("1.25,1.25,..." as the city of a restaurant search) writes to the token limit:
 512 tokens, 10 s on two cores, for a call that is then generated again anyway.
 
+The chat step applies this policy through two `Tool -> Tool` functions, `bounded` (the first
+call's schema) and `grounded` (the second call's), and `needs_grounding` to decide between the
+two passes; the texts are the turn's `sources` (chat/turn.py), so what counts as the
+conversation's words is decided once.
+
 Only top-level properties of the arguments object are checked; nested objects keep the tool's
 schema. Values a tool needs in a form no one wrote (a ticker for a company name) stay the model's
 own when they are grounded and become the closest span when they are not — the trade a small
@@ -42,7 +47,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from toolrpc.protocol import Message
+from toolrpc.protocol import Tool
 from toolrpc.types import JSONValue
 
 MAX_SPAN_WORDS = 16
@@ -55,14 +60,6 @@ _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|\w+", re.UNICODE)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _TEMPLATE_MARKS = "{}<>"
 _EDGE_PUNCTUATION = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb()[]{}<>.,;:!?"
-
-
-def source_texts(history: Sequence[Message]) -> list[str]:
-    """The texts arguments may be grounded in, most recent user message first, then the other
-    user messages and the tool results from the latest back."""
-    users = [m.content for m in history if m.role == "user" and m.content]
-    results = [m.content for m in history if m.role == "tool" and m.content]
-    return list(reversed(users)) + list(reversed(results))
 
 
 def free_text_properties(parameters: Mapping[str, Any]) -> set[str]:
@@ -178,3 +175,35 @@ def bounded_parameters(parameters: Mapping[str, Any], texts: Sequence[str]) -> d
 
 def _int_or(value: object, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def bounded(tool: Tool, texts: Sequence[str]) -> Tool:
+    """`tool` with its free-text values limited to `value_bound(texts)` characters (the first
+    constrained call); `tool` itself when there are no texts to bound by."""
+    if not texts:
+        return tool
+    return _with_parameters(tool, bounded_parameters(tool.function.parameters, texts))
+
+
+def needs_grounding(
+    tool: Tool, arguments: Mapping[str, JSONValue] | None, texts: Sequence[str]
+) -> bool:
+    """True when a call to `tool` must be generated again with grounded values: the first call
+    failed (`arguments` None) or used free-text values no one wrote."""
+    if not texts:
+        return False
+    return arguments is None or bool(
+        ungrounded_arguments(arguments, tool.function.parameters, texts)
+    )
+
+
+def grounded(tool: Tool, arguments: Mapping[str, JSONValue] | None, texts: Sequence[str]) -> Tool:
+    """`tool` with the grounded values of `arguments` fixed and its other free-text values
+    limited to spans of `texts` (the second constrained call; module docstring)."""
+    return _with_parameters(tool, grounded_parameters(tool.function.parameters, arguments, texts))
+
+
+def _with_parameters(tool: Tool, parameters: dict[str, Any]) -> Tool:
+    return tool.model_copy(
+        update={"function": tool.function.model_copy(update={"parameters": parameters})}
+    )

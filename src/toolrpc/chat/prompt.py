@@ -7,7 +7,7 @@ Tools reach the model in one of two ways, chosen by `ChatTemplate.renders_tools`
   chat templates expect, and the template words them as the model was trained to see them;
 - as text, when it does not (SmolLM2's plain ChatML, `DEFAULT_CHATML_TEMPLATE`): the tool list and
   how to call go into the system prompt (`TOOL_INSTRUCTIONS`), each past call becomes a
-  `<tool_call>` block in its assistant message (the Hermes format, which `toolcalls.HERMES`
+  `<tool_call>` block in its assistant message (the Hermes markup, which `toolcalls.JSON_FALLBACK`
   parses back), and each result a line "Result of <name>: <content>" in a user message.
   Measured on SmolLM2-135M: given Hermes `<tool_response>` blocks, it echoed the block back as
   its answer; given the plain line, it answered from the result ("The weather in Paris is sunny.").
@@ -15,9 +15,8 @@ Tools reach the model in one of two ways, chosen by `ChatTemplate.renders_tools`
 Past calls and results are rendered even when no tools are offered this time (the loop guard's
 final answer), so the model sees what happened; only the tool list is left out.
 
-`system`, when given, is the conversation's system prompt: it replaces the content of a system
-message that opens the history, or becomes the first message. Replacing rather than adding keeps
-one system prompt, the most many templates accept, and lets a client change it between calls.
+The system prompt is the history's first message (chat/turn.py `with_system` puts a request's
+`system` there).
 """
 
 from __future__ import annotations
@@ -55,30 +54,15 @@ NEVER repeat a call whose result is already in the conversation: answer from tha
 list, one OpenAI-form JSON object per line."""
 
 
-def render_prompt(
-    template: ChatTemplate,
-    messages: Sequence[Message],
-    tools: Sequence[Tool],
-    *,
-    system: str | None = None,
-) -> str:
+def render_prompt(template: ChatTemplate, history: Sequence[Message], tools: Sequence[Tool]) -> str:
     """The prompt that asks the model for the next assistant message.
 
     A pure function of its inputs. Raises `InvalidParams` when the template refuses the
     conversation and `ToolRpcError` when the template itself fails (see `ChatTemplate.render`).
     """
-    history = _with_system(messages, system)
     if template.renders_tools:
         return template.render(_native_messages(history), tools=_tool_dicts(tools) or None)
     return template.render(_textual_messages(history, tools))
-
-
-def _with_system(messages: Sequence[Message], system: str | None) -> list[Message]:
-    if system is None:
-        return list(messages)
-    if messages and messages[0].role == "system":
-        return [messages[0].model_copy(update={"content": system}), *messages[1:]]
-    return [Message(role="system", content=system), *messages]
 
 
 def _tool_dicts(tools: Sequence[Tool]) -> list[dict[str, Any]]:
@@ -95,13 +79,9 @@ def _tool_dicts(tools: Sequence[Tool]) -> list[dict[str, Any]]:
     ]
 
 
-def _text(content: object) -> str:
-    """Message content as text: None is empty, a JSON value (a tool result) is its JSON."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return json.dumps(content, ensure_ascii=False)
+def _text(content: str | None) -> str:
+    """Message content as text: None is empty (tool results are already text: chat/turn.py)."""
+    return content or ""
 
 
 def _call_names(history: Sequence[Message]) -> dict[str, str]:

@@ -46,8 +46,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from toolrpc.chat.turn import Exchange, Turn
 from toolrpc.engines.base import Engine
-from toolrpc.protocol import Message, Tool
+from toolrpc.protocol import Tool
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,10 @@ class ToolRouter:
         self._priors: dict[str, float] = {}
 
     async def decide(
-        self, history: Sequence[Message], tools: Sequence[Tool], *, may_answer: bool = True
+        self, turn: Turn, tools: Sequence[Tool], *, may_answer: bool = True
     ) -> Decision:
-        """Choose a tool, or (when `may_answer`) to answer without one."""
-        request = _last_user_message(history)
+        """Choose a tool, or (when `may_answer`) to answer without one, for the turn's request."""
+        request = turn.request
         if not tools or (may_answer and not request):
             return Decision(tool=None, scores={})
         if len(tools) == 1 and not may_answer:
@@ -93,7 +94,7 @@ class ToolRouter:
         request = (request or "")[:MAX_REQUEST_CHARS]
         tasks = [_tool_task(tool) for tool in tools]
         if may_answer:
-            tasks.append(_answer_task(history))
+            tasks.append(_answer_task(turn))
         channel = await self._scores([(OPTION_PROMPT.format(task=task), request) for task in tasks])
         ranks = {tool.name: channel[i] for i, tool in enumerate(tools)}
         finalists = sorted(tools, key=lambda tool: -ranks[tool.name])[:RERANKED]
@@ -149,31 +150,18 @@ def _tool_line(tool: Tool) -> str:
     return f"{tool.name} - {_description(tool)}."
 
 
-def _answer_task(history: Sequence[Message]) -> str:
+def _answer_task(turn: Turn) -> str:
     """The answer option: from general knowledge, or from this turn's tool results."""
-    results = _turn_results(history)
-    if not results:
+    if not turn.exchanges:
         return ANSWER_TASK
-    return RESULTS_TASK.format(results="; ".join(results))[:MAX_RESULTS_CHARS]
+    results = "; ".join(_exchange_text(exchange) for exchange in turn.exchanges)
+    return RESULTS_TASK.format(results=results)[:MAX_RESULTS_CHARS]
 
 
-def _turn_results(history: Sequence[Message]) -> list[str]:
-    """ "name(arguments) returned content" for each tool result after the last user message."""
-    calls: dict[str, str] = {}
-    results: list[str] = []
-    for message in history:
-        if message.role == "user":
-            calls, results = {}, []
-        for call in message.tool_calls or ():
-            calls[call.id] = f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)})"
-        if message.role == "tool":
-            call_text = calls.get(message.tool_call_id or "", message.name or "a tool")
-            results.append(f"{call_text} returned {message.content or ''}")
-    return results
-
-
-def _last_user_message(history: Sequence[Message]) -> str | None:
-    for message in reversed(history):
-        if message.role == "user":
-            return message.content
-    return None
+def _exchange_text(exchange: Exchange) -> str:
+    """ "name(arguments) returned content" (just the name when the call is not in the turn)."""
+    call = exchange.call
+    asked = exchange.name
+    if call is not None:
+        asked = f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)})"
+    return f"{asked} returned {exchange.content}"

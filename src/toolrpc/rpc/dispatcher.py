@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeAlias, TypeGuard
+from typing import Any, NoReturn, TypeAlias, TypeGuard, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,6 +35,8 @@ RequestId: TypeAlias = str | int | float | None
 
 Params: TypeAlias = "JSONObject | list[JSONValue] | None"
 """A request's `params` as sent: by name, by position, or absent (None)."""
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,31 @@ class _Request:
     is_notification: bool
 
 
-def error_object(exc: ToolRpcError, request_id: RequestId) -> JSONObject:
-    """The JSON-RPC response object for `exc`: its code, message and (when not None) data."""
+def error_body(exc: ToolRpcError) -> JSONObject:
+    """The error member for `exc`: its code, message and (when not None) data. The one place
+    an error's fields are laid out: `/stream`'s plain HTTP errors use it too."""
     error: JSONObject = {"code": exc.code, "message": exc.message}
     if exc.data is not None:
         error["data"] = exc.data
-    return {"jsonrpc": "2.0", "error": error, "id": request_id}
+    return error
+
+
+def error_object(exc: ToolRpcError, request_id: RequestId) -> JSONObject:
+    """The JSON-RPC response object for `exc`."""
+    return {"jsonrpc": "2.0", "error": error_body(exc), "id": request_id}
+
+
+def parse_params(body: bytes, params_model: type[ModelT]) -> ModelT:
+    """A body that is a bare params object (no envelope: `/stream`), parsed and validated as
+    a method's params are. Raises `ParseError` when it is not JSON, `InvalidParams` otherwise."""
+    payload = _parse(body)
+    if not isinstance(payload, dict):
+        message = "the body must be a JSON object of params"
+        raise InvalidParams(message, [ParamError((), message)])
+    try:
+        return params_model.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidParams.from_validation(exc) from exc
 
 
 class Dispatcher:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-
-class BodyTooLarge(Exception):
-    """The body is over the configured limit (answered with HTTP 413)."""
+from toolrpc.errors import BodyTooLarge
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -22,14 +22,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class EngineCollector(Collector):
     """Exposes an engine's `stats()` as Prometheus metrics."""
 
-    def __init__(self, read: Callable[[], EngineStats | None]) -> None:
+    def __init__(self, read: Callable[[], EngineStats]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[Metric]:
-        """Read the stats once and yield every metric (nothing while the model loads)."""
+        """Read the stats once and yield every metric."""
         stats = self._read()
-        if stats is None:
-            return
         counters = {
             "toolrpc_generations": ("generations started", stats.num_requests),
             "toolrpc_generations_cancelled": (
@@ -57,7 +55,7 @@ class EngineCollector(Collector):
 class ServerMetrics:
     """The app's registry: HTTP metrics plus the engine collector."""
 
-    def __init__(self, read_stats: Callable[[], EngineStats | None]) -> None:
+    def __init__(self, read_stats: Callable[[], EngineStats]) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "toolrpc_http_requests",

@@ -1,6 +1,6 @@
 """`/stream` as Server-Sent Events: the one place step events become SSE.
 
-Events (PROTOCOL.md): `{"delta"}` for text, `{"tool_calls"}` when the model asks for tools,
+Events (docs/protocol.md): `{"delta"}` for text, `{"tool_calls"}` when the model asks for tools,
 `{"error", "code"}` on a failure after the stream started, and last `{"done", "result"}`.
 Errors before the first event (queue full, prompt too long, bad tool results) are plain HTTP
 errors instead, so a client can tell them apart without reading a stream. A client that
