@@ -214,3 +214,15 @@ def test_a_tools_file_that_is_not_json_is_one_line_and_exit_code_2(
 
     assert status == 2
     assert_one_error_line(capsys.readouterr().err, naming="tools.json")
+
+
+@pytest.mark.parametrize("args", [["--colour"], ["chat-with-me"]])
+def test_an_unknown_command_or_top_level_flag_is_one_line_and_exit_code_2(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(args) == 2
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("toolrpc: error: ")
+    assert args[0] in lines[0]

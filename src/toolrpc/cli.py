@@ -145,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command_line = build_command_line()
     try:
         args, unknown = command_line.toolrpc.parse_known_args(argv)
+        if args.command is None and unknown:
+            command_line.toolrpc.error(f"unrecognized arguments: {' '.join(unknown)}")
         if args.command is None:
             command_line.toolrpc.print_help(sys.stderr)
             return 2
