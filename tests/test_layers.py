@@ -164,3 +164,21 @@ def test_shared_value_modules_import_only_types_and_errors_from_toolrpc() -> Non
         and not any(is_within(imp.target, a) for a in allowed)
     ]
     assert found == []
+
+
+def test_config_knows_no_http_and_nothing_that_serves() -> None:
+    # config sits beside the layers, not above them: it imports the constants of the rules it
+    # states from the layers that own them (scheduling's MIN_FINAL_CHUNK, the router's default
+    # bias) so that each rule has one source, and nothing that serves.
+    forbidden = [
+        *(f"toolrpc.{f}" for f in ["server", "rpc", "service", "cli", "engines"]),
+        "fastapi",
+        "starlette",
+    ]
+    assert violations("toolrpc.config", forbidden) == []
+
+
+def test_chat_and_scheduling_are_given_values_and_never_read_the_settings() -> None:
+    # config imports their constants, so an import of config from them would also be a cycle.
+    assert violations("toolrpc.chat", ["toolrpc.config"]) == []
+    assert violations("toolrpc.scheduling", ["toolrpc.config"]) == []

@@ -1,36 +1,197 @@
-"""The `toolrpc` command: `toolrpc serve [flags]` (also `python -m toolrpc`, `python server.py`)."""
+"""The `toolrpc` command: `toolrpc serve [flags]` (also `python -m toolrpc`, `python server.py`).
+
+The command line is argparse with one subparser per command, so `toolrpc chat` slots in beside
+`serve`. `serve`'s flags are built from the `Settings` fields: the field's description is the
+help, its `group` (see `config.FLAG_GROUPS`) the section, its type the metavar or the choices.
+argparse, not pydantic-settings' `CliApp`: the latter prints `{str,null}` metavars and a second
+`(default: null)` after descriptions that give the default, and has no argument groups.
+
+Flags are parsed with `default=SUPPRESS`, so only the flags given reach `Settings(**flags)`, which
+reads the rest from `TOOLRPC_*` variables (init values win over the environment: flags win). Every
+bad flag, value or combination ends as one line on stderr, `toolrpc serve: error: ...`, and exit
+code 2, as argparse's own errors do; never a traceback.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn, Union, get_args, get_origin
 
 import uvicorn
-from pydantic_settings import CliApp
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import SettingsError
 
-from toolrpc.config import Settings
+from toolrpc.config import FLAG_GROUPS, Settings
 
 logger = logging.getLogger("toolrpc")
 
-USAGE = "usage: toolrpc serve [--help] [flags]   (every flag is also a TOOLRPC_* variable)"
+SERVE_DESCRIPTION = (
+    "Serve a model over JSON-RPC 2.0 (/rpc), SSE (/stream) and the OpenAI API (/v1). Every flag "
+    "is also an environment variable TOOLRPC_<NAME> (--ctx-size: TOOLRPC_CTX_SIZE); flags win."
+)
+METAVARS: Mapping[object, str] = types.MappingProxyType(
+    {int: "N", float: "NUM", str: "TEXT", Path: "PATH"}
+)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, `PROG: error: MESSAGE`, and exit code 2.
+
+    argparse's own `error` prints the whole usage first: with two dozen flags that buries the
+    one line that matters.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE` on stderr and exit with code 2 (raises SystemExit)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """The `toolrpc` parser and the parser of each of its subcommands."""
+
+    toolrpc: argparse.ArgumentParser
+    serve: argparse.ArgumentParser
+
+
+def build_command_line() -> CommandLine:
+    """The `toolrpc` parser with its `serve` subcommand, whose flags are the Settings fields.
+
+    Raises `ValueError` if a Settings field names no `group` of `FLAG_GROUPS`.
+    """
+    toolrpc = OneLineErrorParser(
+        prog="toolrpc", description="An LLM server with tool calling.", allow_abbrev=False
+    )
+    commands = toolrpc.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve a model (toolrpc serve --help lists its flags)",
+        description=SERVE_DESCRIPTION,
+        usage="toolrpc serve [options]",
+        allow_abbrev=False,
+    )
+    groups: dict[object, argparse._ArgumentGroup] = {
+        name: serve_parser.add_argument_group(name) for name in FLAG_GROUPS
+    }
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        group = groups.get(extra.get("group"))
+        if group is None:
+            raise ValueError(f"Settings.{name} names no flag group of {FLAG_GROUPS}")
+        metavar = extra.get("metavar")
+        add_flag(group, name, field, metavar=metavar if isinstance(metavar, str) else None)
+    return CommandLine(toolrpc=toolrpc, serve=serve_parser)
+
+
+def add_flag(
+    group: argparse._ArgumentGroup, name: str, field: FieldInfo, *, metavar: str | None
+) -> None:
+    """Add `--NAME` for one Settings field: choices for a Literal, --no-NAME for a bool."""
+    flag = "--" + name.replace("_", "-")
+    value_type = plain_type(field.annotation)
+    help_text = flag_help(field).replace("%", "%%")
+    if value_type is bool:
+        action = argparse.BooleanOptionalAction
+        group.add_argument(
+            flag, dest=name, action=action, default=argparse.SUPPRESS, help=help_text
+        )
+    elif get_origin(value_type) is Literal:
+        choices = [str(choice) for choice in get_args(value_type)]
+        group.add_argument(
+            flag, dest=name, choices=choices, default=argparse.SUPPRESS, help=help_text
+        )
+    else:
+        parse = value_type if value_type in (int, float) else str
+        group.add_argument(
+            flag,
+            dest=name,
+            type=parse,
+            metavar=metavar or METAVARS.get(value_type, name.upper()),
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
+
+
+def plain_type(annotation: object) -> object:
+    """The type a flag's value has: `Annotated[...]` and `| None` removed."""
+    if get_origin(annotation) is Annotated:
+        return plain_type(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [member for member in get_args(annotation) if member is not type(None)]
+        return plain_type(members[0]) if len(members) == 1 else annotation
+    return annotation
+
+
+def flag_help(field: FieldInfo) -> str:
+    """The field's description, with its default appended unless the description gives it."""
+    text = field.description or ""
+    if field.default is None or "default:" in text:
+        return text
+    shown = ("on" if field.default else "off") if isinstance(field.default, bool) else field.default
+    return f"{text} (default: {shown})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "serve":
-        args = args[1:]
-    elif args and not args[0].startswith("-"):
-        print(USAGE, file=sys.stderr)
+    """Run the command line; returns the exit status (2: a bad command line or setting)."""
+    command_line = build_command_line()
+    try:
+        args, unknown = command_line.toolrpc.parse_known_args(argv)
+        if args.command is None and unknown:
+            command_line.toolrpc.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if args.command is None:
+            command_line.toolrpc.print_help(sys.stderr)
+            return 2
+        if unknown:
+            command_line.serve.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as exc:  # argparse's --help (0) and its one-line errors (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    flags = {name: value for name, value in vars(args).items() if name != "command"}
+    try:
+        settings = Settings(**flags)
+    except (ValidationError, SettingsError) as exc:
+        print(f"{command_line.serve.prog}: error: {describe(exc, flags)}", file=sys.stderr)
         return 2
-    settings = CliApp.run(Settings, cli_args=args)
     return serve(settings)
 
 
+def describe(exc: ValidationError | SettingsError, flags: Mapping[str, object]) -> str:
+    """One line for settings that failed validation, naming the flag or variable of each error."""
+    if isinstance(exc, SettingsError):
+        return one_line(str(exc))
+    return "; ".join(describe_error(error, flags) for error in exc.errors())
+
+
+def describe_error(error: ErrorDetails, flags: Mapping[str, object]) -> str:
+    """`argument --port: ...` for a flag given, `TOOLRPC_PORT=abc: ...` for a variable."""
+    cause = error.get("ctx", {}).get("error")
+    message = str(cause) if isinstance(cause, ValueError) else error["msg"]
+    if not error["loc"]:  # a combination of fields: the message names the flags
+        return one_line(message)
+    name = str(error["loc"][0])
+    message = one_line(message[:1].lower() + message[1:])
+    if name in flags:
+        return f"argument --{name.replace('_', '-')}: {message} (got {flags[name]!r})"
+    variable = name if name.isupper() else f"TOOLRPC_{name.upper()}"  # an alias: MODEL_ID
+    return f"{variable}={error['input']}: {message}"
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks and runs of spaces collapsed."""
+    return " ".join(text.split())
+
+
 def serve(settings: Settings) -> int:
-    """Load the model, then serve until interrupted."""
+    """Load the model, then serve until interrupted. Returns 2 when the model or tools cannot
+    be loaded (one line on stderr), 0 after a clean shutdown."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -38,12 +199,13 @@ def serve(settings: Settings) -> int:
     from toolrpc.server.app import create_app
 
     started = time.perf_counter()
-    logger.info("loading the model (%s)", settings.model or "embedded default")
+    default = "no model" if settings.engine_kind == "fake" else "the embedded default"
+    logger.info("loading the %s engine (%s)", settings.engine_kind, settings.model or default)
     try:
         engine = load_engine(settings)
         app = create_app(settings, engine=engine, close_engine=True)
     except (ValueError, FileNotFoundError) as exc:
-        logger.error("%s", exc)
+        print(f"toolrpc serve: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     logger.info(
         "model %s loaded in %.1f s; serving on http://%s:%d",

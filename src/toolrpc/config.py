@@ -1,8 +1,14 @@
 """Server settings, from command-line flags and environment variables (pydantic-settings).
 
-Every field is a flag (`--ctx-size 2048`) and an environment variable (`TOOLRPC_CTX_SIZE=2048`);
-flags win over the environment. `MODEL_ID`, the name the original `server.py` used, is honoured
-for `--model`.
+Every field is a flag (`--ctx-size 2048`, built by `toolrpc.cli` from the field's description
+and `group`) and an environment variable (`TOOLRPC_CTX_SIZE=2048`); flags win over the
+environment. `MODEL_ID`, the name the original `server.py` used, is honoured for `--model`.
+
+Rules that belong to a layer below are imported from it, never copied: the smallest step size
+is the scheduler's (`MIN_FINAL_CHUNK`), the router's default bias is the router's. Combinations
+that cannot work (`--quantize` for a GGUF model, `--engine hf` without `--model`) are refused
+here, so they are refused for environment variables too; each error is a `ValueError` whose one
+line names the flag.
 """
 
 from __future__ import annotations
@@ -10,104 +16,226 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, FilePath, model_validator
+from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from toolrpc.chat.router import DEFAULT_BIAS
+from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK
+
 EngineKind = Literal["auto", "llama.cpp", "hf", "fake"]
+ServedEngineKind = Literal["llama.cpp", "hf", "fake"]
+ToolCallFormat = Literal["auto", "hermes", "llama3", "mistral", "json"]
+
+FlagGroup = Literal["server", "model", "batching", "tools", "limits and logging"]
+FLAG_GROUPS: tuple[FlagGroup, ...] = ("server", "model", "batching", "tools", "limits and logging")
+"""The sections of `toolrpc serve --help`, in order; every field names one as its `group`."""
+
+
+def flag(group: FlagGroup, metavar: str | None = None) -> JsonDict:
+    """A field's `json_schema_extra`: its `--help` section and, if not derived, its metavar."""
+    return {"group": group} if metavar is None else {"group": group, "metavar": metavar}
 
 
 class Settings(BaseSettings):
-    """Everything `toolrpc serve` can be told."""
+    """Everything `toolrpc serve` can be told.
 
-    model_config = SettingsConfigDict(
-        env_prefix="TOOLRPC_",
-        cli_kebab_case=True,
-        cli_prog_name="toolrpc serve",
-        cli_implicit_flags=True,
-        populate_by_name=True,
-        extra="ignore",
+    Raises pydantic's `ValidationError` for a bad value or a combination that cannot work.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TOOLRPC_", populate_by_name=True, extra="ignore")
+
+    host: str = Field(
+        "127.0.0.1",
+        description="address to listen on (0.0.0.0: every interface)",
+        json_schema_extra=flag("server", "HOST"),
     )
-
-    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
-    port: Annotated[int, Field(ge=0, le=65535)] = Field(8000, description="TCP port")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8000, description="TCP port", json_schema_extra=flag("server")
+    )
     model: str | None = Field(
         None,
-        validation_alias=AliasChoices("model", "TOOLRPC_MODEL", "MODEL_ID"),
+        # Not "model": pydantic-settings would read a bare MODEL variable for it.
+        validation_alias=AliasChoices("TOOLRPC_MODEL", "MODEL_ID"),
         description="a GGUF file (llama.cpp), a model folder with config.json or a Hugging "
-        "Face id (transformers); default: the embedded SmolLM2-135M-Instruct",
+        "Face id (transformers); also MODEL_ID (default: the embedded SmolLM2-135M-Instruct)",
+        json_schema_extra=flag("model", "MODEL"),
     )
     engine: EngineKind = Field(
-        "auto", description="auto (from --model), llama.cpp, hf, or fake (scripted, no model)"
+        "auto",
+        description="auto (from --model), llama.cpp, hf, or fake (scripted, no model)",
+        json_schema_extra=flag("model"),
     )
     quantize: Literal["4bit", "8bit"] | None = Field(
-        None, description="hf engine: load 4-bit (NF4) or 8-bit with bitsandbytes (needs CUDA)"
+        None,
+        description="hf engine: load 4-bit (NF4) or 8-bit with bitsandbytes (needs CUDA)",
+        json_schema_extra=flag("model"),
     )
-    device: str = Field("auto", description="hf engine: auto (CUDA if present), cpu, cuda, ...")
+    device: str = Field(
+        "auto",
+        description="hf engine: auto (CUDA if present), cpu, cuda, ...",
+        json_schema_extra=flag("model", "DEVICE"),
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="hf engine: weight dtype"
+        "auto", description="hf engine: weight dtype", json_schema_extra=flag("model")
     )
     trust_remote_code: bool = Field(
-        False, description="hf engine: run the model repository's own Python code"
+        False,
+        description="hf engine: run the model repository's own Python code",
+        json_schema_extra=flag("model"),
     )
     ctx_size: Annotated[int, Field(ge=256)] = Field(
-        4096, description="context window of one conversation, in tokens"
+        4096,
+        description="context window of one conversation, in tokens",
+        json_schema_extra=flag("model"),
+    )
+    threads: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="CPU threads for the model (default: all cores)",
+        json_schema_extra=flag("model"),
     )
     parallel: Annotated[int, Field(ge=1, le=64)] = Field(
-        4, description="conversations generated at once (batched in one KV cache)"
+        4,
+        description="conversations generated at once (batched in one KV cache)",
+        json_schema_extra=flag("batching"),
     )
     batch_tokens: Annotated[int, Field(ge=16)] = Field(
-        512, description="tokens per model step (decode tokens plus prompt chunks)"
+        512,
+        description="tokens per model step (decode tokens plus prompt chunks); at least "
+        f"--parallel + {MIN_FINAL_CHUNK}",
+        json_schema_extra=flag("batching"),
     )
     prefill_chunk: Annotated[int, Field(ge=4)] = Field(
         32,
         description="prompt tokens per step while other conversations are generating (smaller: "
         "smoother streams, slower admission of long prompts)",
+        json_schema_extra=flag("batching"),
     )
     reuse_generated_kv: bool = Field(
         False,
         description="keep the KV of generated tokens for the next turn too (follow-ups prefill "
         "only their new message; a warm answer may then differ from a cold one)",
+        json_schema_extra=flag("batching"),
     )
-    threads: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="CPU threads for the model (default: all cores)"
+    tools: FilePath | None = Field(
+        None,
+        description='JSON file with the server\'s tools (a list, or {"tools": [...]})',
+        json_schema_extra=flag("tools"),
     )
-    max_queue: Annotated[int, Field(ge=0)] = Field(
-        64, description="requests that may wait for a slot before new ones are refused"
-    )
-    request_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        600.0, description="time limit of one generation, in seconds"
+    tool_call_format: ToolCallFormat = Field(
+        "auto",
+        description="tool-call markup the model writes: auto (detected from the chat template), "
+        "hermes, llama3, mistral, json",
+        json_schema_extra=flag("tools"),
     )
     tool_router: Literal["auto", "on", "off"] = Field(
         "auto",
         description="let the model choose answer-or-tool by its probabilities for tool_choice "
         "auto and required (auto: when the chat template has no tool format of its own)",
+        json_schema_extra=flag("tools"),
     )
     tool_router_bias: float = Field(
-        -0.15,  # = chat.router.DEFAULT_BIAS; its docstring says how it was chosen
+        DEFAULT_BIAS,  # chat.router's docstring says how it was chosen
         description="added to the router's 'answer' score (higher: call tools less often)",
+        json_schema_extra=flag("tools", "BIAS"),
     )
     ground_arguments: bool = Field(
         True,
         description="with the tool router: a forced call whose free-text arguments use words "
         "no one wrote is generated again, its values copied from the conversation",
+        json_schema_extra=flag("tools"),
     )
-    tools: Path | None = Field(
-        None, description='JSON file with the server\'s tools (a list, or {"tools": [...]})'
+    max_queue: Annotated[int, Field(ge=0)] = Field(
+        64,
+        description="requests that may wait for a slot before new ones are refused",
+        json_schema_extra=flag("limits and logging"),
+    )
+    request_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        600.0,
+        description="time limit of one generation, in seconds",
+        json_schema_extra=flag("limits and logging", "SECONDS"),
     )
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
-        8 * 1024 * 1024, description="largest request body accepted (bigger: HTTP 413)"
+        8 * 1024 * 1024,
+        description="largest request body accepted (bigger: HTTP 413)",
+        json_schema_extra=flag("limits and logging", "BYTES"),
     )
     max_new_tokens_limit: Annotated[int, Field(ge=1)] = Field(
-        2048, description="cap on max_new_tokens of any request"
+        2048,
+        description="cap on max_new_tokens of any request",
+        json_schema_extra=flag("limits and logging"),
     )
     max_batch_requests: Annotated[int, Field(ge=1)] = Field(
-        100, description="largest JSON-RPC batch accepted"
+        100,
+        description="largest JSON-RPC batch accepted",
+        json_schema_extra=flag("limits and logging"),
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
-    verbose_engine: bool = Field(False, description="show the engine's own (llama.cpp) logs")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log level", json_schema_extra=flag("limits and logging")
+    )
+    verbose_engine: bool = Field(
+        False,
+        description="show the engine's own (llama.cpp) logs",
+        json_schema_extra=flag("limits and logging"),
+    )
+
+    @property
+    def engine_kind(self) -> ServedEngineKind:
+        """`llama.cpp`, `hf` or `fake`: `--engine`, or else from `--model` (`.gguf` or none:
+        llama.cpp, which serves the embedded default; anything else: transformers)."""
+        if self.engine != "auto":
+            return self.engine
+        if self.model is None or self.model.lower().endswith(".gguf"):
+            return "llama.cpp"
+        return "hf"
 
     @model_validator(mode="after")
-    def _batch_fits_the_slots(self) -> Settings:
-        if self.batch_tokens < self.parallel + 2:
-            raise ValueError("--batch-tokens must be at least --parallel + 2")
+    def _flags_fit_together(self) -> Settings:
+        problem = _batch_problem(self) or _model_problem(self) or _hf_only_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+def _batch_problem(settings: Settings) -> str | None:
+    """The scheduler's rule: every step decodes one token per slot and still leaves a prompt
+    chunk of `MIN_FINAL_CHUNK` tokens (`Scheduler` refuses a smaller budget)."""
+    smallest = settings.parallel + MIN_FINAL_CHUNK
+    if settings.batch_tokens >= smallest:
+        return None
+    return (
+        f"--batch-tokens {settings.batch_tokens}: must be at least --parallel + "
+        f"{MIN_FINAL_CHUNK} ({smallest}) with --parallel {settings.parallel}"
+    )
+
+
+def _model_problem(settings: Settings) -> str | None:
+    kind = settings.engine_kind
+    if kind == "hf" and settings.model is None:
+        return "--engine hf needs --model (a Hugging Face id or a folder with config.json)"
+    if kind == "llama.cpp" and settings.model is not None and not Path(settings.model).is_file():
+        return f"--model {settings.model}: no such GGUF file"
+    return None
+
+
+def _hf_only_problem(settings: Settings) -> str | None:
+    """A transformers-only flag for another engine would be silently ignored: refuse it."""
+    kind = settings.engine_kind
+    if kind == "hf":
+        return None
+    given = [
+        f"--quantize {settings.quantize}" if settings.quantize is not None else "",
+        f"--dtype {settings.dtype}" if settings.dtype != "auto" else "",
+        f"--device {settings.device}" if settings.device != "auto" else "",
+        "--trust-remote-code" if settings.trust_remote_code else "",
+    ]
+    used = next((flag_text for flag_text in given if flag_text), None)
+    if used is None:
+        return None
+    if kind == "fake":
+        served = "--engine fake loads no model"
+    elif settings.model is None:
+        served = "the embedded default model is a GGUF file, served by llama.cpp"
+    else:
+        served = f"--model {settings.model} is served by llama.cpp"
+    return f"{used}: applies to the hf engine (transformers) only; {served}"

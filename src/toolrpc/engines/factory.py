@@ -1,8 +1,8 @@
 """Choosing and loading the engine that settings ask for.
 
-`--model` picks the backend unless `--engine` says: a `.gguf` file is served by llama.cpp; a
-folder with `config.json`, or anything else (a Hugging Face id such as `Qwen/Qwen2.5-0.5B-
-Instruct`), by transformers; no model is the embedded GGUF.
+Which engine serves the settings is `Settings.engine_kind` (`--engine`, or else from `--model`: a
+`.gguf` file or no model is llama.cpp, anything else transformers), decided with the settings so
+that their validation can refuse flags the engine would ignore.
 """
 
 from __future__ import annotations
@@ -19,18 +19,13 @@ from toolrpc.scheduling.loop import LoopConfig
 logger = logging.getLogger(__name__)
 
 
-def engine_kind(settings: Settings) -> str:
-    """`llama.cpp`, `hf` or `fake`, from `--engine` or else from `--model`."""
-    if settings.engine != "auto":
-        return settings.engine
-    if settings.model is None or settings.model.lower().endswith(".gguf"):
-        return "llama.cpp"
-    return "hf"
-
-
 def load_engine(settings: Settings) -> Engine:
-    """Load the configured engine (blocking). Raises `ValueError` for a model it cannot serve."""
-    kind = engine_kind(settings)
+    """Load the configured engine (blocking).
+
+    Raises `ValueError`, its message naming the flag, for a model the engine cannot serve (the
+    CLI turns it into one line and exit code 2); `Settings` refuses most of these already.
+    """
+    kind = settings.engine_kind
     if kind == "fake":
         from toolrpc.engines.fake import FakeEngine
 
@@ -51,9 +46,12 @@ def load_engine(settings: Settings) -> Engine:
 def _load_gguf(settings: Settings, loop_config: LoopConfig) -> Engine:
     from toolrpc.engines.llama_cpp import LlamaCppOptions, load_llama_cpp
 
-    path = Path(settings.model) if settings.model else embedded_model_path()
+    try:
+        path = Path(settings.model) if settings.model else embedded_model_path()
+    except FileNotFoundError as exc:
+        raise ValueError(f"no --model given and {exc}") from exc
     if not path.is_file():
-        raise ValueError(f"--model {settings.model!r}: no such GGUF file")
+        raise ValueError(f"--model {settings.model}: no such GGUF file")
     logger.info("loading GGUF model %s with llama.cpp", path)
     options = LlamaCppOptions(
         model_path=path,
@@ -67,7 +65,10 @@ def _load_gguf(settings: Settings, loop_config: LoopConfig) -> Engine:
 
 
 def _load_hf(settings: Settings, loop_config: LoopConfig) -> Engine:
-    assert settings.model is not None
+    if settings.model is None:
+        raise ValueError(
+            "--engine hf needs --model (a Hugging Face id or a folder with config.json)"
+        )
     try:
         from toolrpc.engines.hf import HfOptions, load_hf
     except ImportError as exc:
