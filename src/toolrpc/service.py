@@ -23,7 +23,7 @@ from toolrpc.chat.conversation import Chat, DoneEvent, StepEvent, StepRequest
 from toolrpc.chat.model import GenerationOptions, PromptedModel
 from toolrpc.chat.router import ToolRouter
 from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
-from toolrpc.chat.toolcalls import detect_format
+from toolrpc.chat.toolcalls import detect_format, format_named
 from toolrpc.chat.turn import append_inputs, with_system
 from toolrpc.config import Settings
 from toolrpc.engines.base import Engine, SamplingParams
@@ -50,9 +50,10 @@ def load_tools(path: Path) -> list[Tool]:
 
 def build_chat(engine: Engine, settings: Settings) -> Chat:
     """The chat layer over `engine` as `settings` configure it: the model's own chat template
-    (plain ChatML when it ships none) and the tool-call format it implies (chat/toolcalls), the
-    tool router on when `--tool-router on`, or `auto` and the template cannot render tools, and
-    grounding only with the router (it regenerates the router's forced calls)."""
+    (plain ChatML when it ships none); the tool-call format it implies (chat/toolcalls) unless
+    `--tool-call-format` names one; the tool router on with `--tool-router on`, or `auto` when
+    the template cannot render tools; grounding only with the router (it regenerates the
+    router's forced calls)."""
     info = engine.info
     template = ChatTemplate(
         info.chat_template or DEFAULT_CHATML_TEMPLATE,
@@ -62,8 +63,13 @@ def build_chat(engine: Engine, settings: Settings) -> Chat:
     use_router = settings.tool_router == "on" or (
         settings.tool_router == "auto" and not template.renders_tools
     )
+    call_format = (
+        detect_format(template.source)
+        if settings.tool_call_format == "auto"
+        else format_named(settings.tool_call_format)
+    )
     return Chat(
-        PromptedModel(engine, template, detect_format(template.source)),
+        PromptedModel(engine, template, call_format),
         router=ToolRouter(engine, bias=settings.tool_router_bias) if use_router else None,
         ground_arguments=use_router and settings.ground_arguments,
     )

@@ -10,13 +10,11 @@ from toolrpc.chat.model import PromptedModel
 from toolrpc.chat.router import (
     ANSWER_TASK,
     CONTENT_FREE_REQUEST,
-    DEFAULT_BIAS,
     RERANKED,
     ToolRouter,
 )
 from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
 from toolrpc.chat.turn import Turn
-from toolrpc.config import Settings
 from toolrpc.engines.fake import FakeEngine
 from toolrpc.protocol import CreateMessageResult, Message, Tool, ToolCall
 
@@ -249,7 +247,3 @@ async def test_only_the_noisy_channels_best_few_tools_are_re_ranked() -> None:
     direct = [c for p, c in engine.scored if p.startswith("User request:") and "topic" in p]
     assert len(direct) == RERANKED
     assert decision.tool is not None and decision.tool.name == "tool_2"
-
-
-def test_the_server_default_bias_is_the_router_s() -> None:
-    assert Settings().tool_router_bias == DEFAULT_BIAS < 0  # leans towards calling tools

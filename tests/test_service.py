@@ -1,0 +1,62 @@
+"""The composition root: what `build_chat` wires to what, from the model and the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolrpc.chat.model import PromptedModel
+from toolrpc.chat.toolcalls import HERMES, JSON_FALLBACK, LLAMA3
+from toolrpc.config import Settings
+from toolrpc.engines.base import EngineInfo
+from toolrpc.engines.fake import FakeEngine
+from toolrpc.service import build_chat
+
+QWEN = (Path(__file__).parent / "chat" / "golden" / "qwen2_5.jinja").read_text(encoding="utf-8")
+
+
+class TemplatedEngine(FakeEngine):
+    """A FakeEngine that reports another chat template."""
+
+    def __init__(self, template: str) -> None:
+        super().__init__()
+        self.template = template
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(model_name="templated", context_length=4096, chat_template=self.template)
+
+
+def test_a_template_without_a_tool_format_gets_the_router_grounding_and_the_fallback() -> None:
+    chat = build_chat(FakeEngine(), Settings(engine="fake"))
+
+    assert chat.router is not None
+    assert chat.ground_arguments
+    assert isinstance(chat.model, PromptedModel)
+    assert chat.model.call_format == JSON_FALLBACK
+
+
+def test_a_template_that_renders_tools_gets_its_own_format_and_no_router() -> None:
+    chat = build_chat(TemplatedEngine(QWEN), Settings(engine="fake"))
+
+    assert chat.router is None
+    assert not chat.ground_arguments
+    assert isinstance(chat.model, PromptedModel)
+    assert chat.model.call_format == HERMES
+
+
+def test_the_flags_override_the_router_grounding_and_the_format() -> None:
+    settings = Settings(
+        engine="fake", tool_router="off", ground_arguments=False, tool_call_format="llama3"
+    )
+
+    chat = build_chat(FakeEngine(), settings)
+
+    assert chat.router is None
+    assert isinstance(chat.model, PromptedModel)
+    assert chat.model.call_format == LLAMA3
+
+
+def test_grounding_is_off_without_the_router_even_when_asked_for() -> None:
+    chat = build_chat(TemplatedEngine(QWEN), Settings(engine="fake", ground_arguments=True))
+
+    assert not chat.ground_arguments
