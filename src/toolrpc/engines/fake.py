@@ -96,11 +96,10 @@ class FakeEngine:
         self.requests.append(request)
         reply = self.script.pop(0) if self.script else self.fallback
         text = reply(request) if callable(reply) else reply
-        text, reason = _apply_stop(text, request.stop)
-        pieces = re.findall(r"\s*\S+|\s+", text)
-        if len(pieces) > request.max_new_tokens:
-            pieces = pieces[: request.max_new_tokens]
-            reason = "length"
+        pieces = re.findall(r"\s*\S+|\s+", _before_stop(text, request.stop))
+        # "stop": the reply ended or a stop string cut it; "length": max_new_tokens cut it.
+        reason: EngineFinishReason = "length" if len(pieces) > request.max_new_tokens else "stop"
+        pieces = pieces[: request.max_new_tokens]
         finished = False
         self.num_running += 1
         self.num_prompt_tokens += prompt_tokens
@@ -140,6 +139,6 @@ class FakeEngine:
         self.is_closed = True
 
 
-def _apply_stop(text: str, stop: tuple[str, ...]) -> tuple[str, EngineFinishReason]:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-    return (text[:cut], "stop") if cut >= 0 else (text, "stop")
+def _before_stop(text: str, stop: tuple[str, ...]) -> str:
+    """The text up to the earliest stop string (all of it when none occurs)."""
+    return text[: min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))]
