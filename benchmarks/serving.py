@@ -23,7 +23,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from toolrpc import testing
+from toolrpc.testing import ServerProcess
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,79 +241,41 @@ def measure_raw_in_subprocess(model_path: str, sizes: Sizes) -> RawResult:
 # ---------------------------------------------------------------- server processes
 
 
-@dataclass
+@dataclass(frozen=True)
 class Server:
-    """A running server process: where it listens, how long it took to answer, its log."""
+    """A running server process (`toolrpc.testing`) and the name it has in the report."""
 
     name: str
-    argv: list[str]
-    port: int
-    process: asyncio.subprocess.Process
-    log_path: Path
-    startup_s: float = 0.0
+    started: ServerProcess
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return self.started.url
+
+    @property
+    def startup_s(self) -> float:
+        return self.started.startup_s
 
     def rss_mib(self) -> float:
-        return rss_mib(self.process.pid)
-
-
-def ensure_port_free(port: int) -> None:
-    """Raise `RuntimeError` when something already listens on the loopback port."""
-    with socket.socket() as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError as exc:
-            raise RuntimeError(f"port {port} on {HOST} is busy; pick --port-base") from exc
-
-
-async def _wait_ready(server: Server, ready_path: str) -> None:
-    deadline = time.perf_counter() + STARTUP_DEADLINE_S
-    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
-        while time.perf_counter() < deadline:
-            if server.process.returncode is not None:
-                raise RuntimeError(f"{server.name} exited; see {server.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(server.base_url + ready_path)).status_code == 200:
-                    return
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"{server.name} not ready after {STARTUP_DEADLINE_S} s")
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """Terminate, then kill after 15 s."""
-    if process.returncode is not None:
-        return
-    process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), timeout=15)
-    except TimeoutError:
-        process.kill()
-        await asyncio.wait_for(process.wait(), timeout=15)
+        return rss_mib(self.started.process.pid)
 
 
 @contextlib.asynccontextmanager
 async def running_server(
     name: str, argv: list[str], port: int, ready_path: str, log_path: Path
 ) -> AsyncIterator[Server]:
-    """Launch a server, time it until `ready_path` answers 200, and always terminate it."""
-    ensure_port_free(port)
-    with log_path.open("ab") as log:
-        log.write(f"\n=== {name}: {' '.join(argv)}\n".encode())
-        log.flush()
-        start = time.perf_counter()
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=ROOT
-        )
-    server = Server(name, argv, port, process, log_path)
+    """Launch a server, time it until `ready_path` answers 200, and always terminate it.
+
+    Starting and stopping block the event loop on purpose: nothing else runs meanwhile, and a
+    SIGTERM turned into KeyboardInterrupt must still stop the process in `finally`.
+    """
+    started = testing.start_server(
+        argv, port, log_path, ready_path=ready_path, timeout_s=STARTUP_DEADLINE_S, cwd=ROOT
+    )
     try:
-        await _wait_ready(server, ready_path)
-        server.startup_s = time.perf_counter() - start
-        yield server
+        yield Server(name, started)
     finally:
-        await _stop(process)
+        testing.stop_server(started)
 
 
 def toolrpc_argv(port: int, parallel: int, extra: str = "") -> list[str]:

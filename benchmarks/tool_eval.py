@@ -34,7 +34,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,12 +46,14 @@ from typing import Any
 import httpx
 import jsonschema
 
+from toolrpc import testing
+from toolrpc.testing import ServerProcess
+
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DEFAULT_CASES = ROOT / "benchmarks" / "tool_eval_cases.json"
 STARTUP_DEADLINE_S = 300.0
-STOP_GRACE_S = 15.0
 CATEGORIES = ("tool", "no_tool", "follow_up")
 
 TARGET_AUTO = 0.75
@@ -169,32 +170,26 @@ def schema_valid(eval_set: EvalSet, call: JSONDict) -> bool:
 
 @dataclass
 class Server:
-    argv: list[str]
-    port: int
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    startup_s: float = 0.0
+    """A running `toolrpc serve` (`toolrpc.testing`) and how much of its log was read."""
+
+    started: ServerProcess
     log_offset: int = 0
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return self.started.url
+
+    @property
+    def startup_s(self) -> float:
+        return self.started.startup_s
 
     def new_log(self) -> str:
         """Server output written since the last call (for the router's debug lines)."""
-        with self.log_path.open("rb") as log:
+        with self.started.log_path.open("rb") as log:
             log.seek(self.log_offset)
             data = log.read()
         self.log_offset += len(data)
         return data.decode("utf-8", "replace")
-
-
-def ensure_port_free(port: int) -> None:
-    with socket.socket() as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError as exc:
-            raise RuntimeError(f"port {port} on {HOST} is busy; pick --port") from exc
 
 
 def toolrpc_binary() -> str:
@@ -205,40 +200,10 @@ def toolrpc_binary() -> str:
 @contextlib.contextmanager
 def running_server(argv: list[str], port: int, log_path: Path) -> Iterator[Server]:
     """Start `toolrpc serve`, wait for `/health` 200, and always terminate it."""
-    ensure_port_free(port)
-    server = Server(argv, port, log_path)
-    with log_path.open("ab") as log:
-        log.write(f"\n=== {shlex.join(argv)}\n".encode())
-        log.flush()
-        start = time.perf_counter()
-        server.process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
-        )
-    try:
-        deadline = start + STARTUP_DEADLINE_S
-        with httpx.Client(timeout=2.0, trust_env=False) as client:
-            while True:
-                if server.process.poll() is not None:
-                    raise RuntimeError(
-                        f"the server exited ({server.process.returncode}); see {log_path}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(server.base_url + "/health").status_code == 200:
-                        break
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"server not ready after {STARTUP_DEADLINE_S} s")
-                time.sleep(0.1)
-        server.startup_s = time.perf_counter() - start
-        server.log_offset = log_path.stat().st_size
-        yield server
-    finally:
-        if server.process.poll() is None:
-            server.process.terminate()
-            try:
-                server.process.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait(timeout=STOP_GRACE_S)
+    with testing.running_server(
+        argv, port, log_path, timeout_s=STARTUP_DEADLINE_S, cwd=ROOT
+    ) as started:
+        yield Server(started, log_offset=log_path.stat().st_size)
 
 
 # ---------------------------------------------------------------- requests

@@ -10,10 +10,18 @@ from dataclasses import dataclass, field
 
 from toolrpc.types import EngineFinishReason, JSONObject
 
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_K = 40
+DEFAULT_TOP_P = 0.95
+"""Sampling when a request leaves a parameter unset: llama.cpp's own defaults (its `common`
+sampling parameters and `llama-server`), used by every engine so that one request samples alike
+on each."""
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick each next token; None means the engine's default."""
+    """How to pick each next token; None means the default (`resolved_*`, the only place the
+    defaults are read)."""
 
     temperature: float | None = None
     top_p: float | None = None
@@ -24,6 +32,21 @@ class SamplingParams:
     def is_greedy(self) -> bool:
         """True when sampling is deterministic argmax (temperature 0)."""
         return self.temperature is not None and self.temperature <= 0.0
+
+    @property
+    def resolved_temperature(self) -> float:
+        """The temperature to sample with (`DEFAULT_TEMPERATURE` when unset)."""
+        return DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
+
+    @property
+    def resolved_top_k(self) -> int:
+        """The top-k cut to sample with, 0 meaning none (`DEFAULT_TOP_K` when unset)."""
+        return DEFAULT_TOP_K if self.top_k is None else self.top_k
+
+    @property
+    def resolved_top_p(self) -> float:
+        """The nucleus (top-p) mass to sample from (`DEFAULT_TOP_P` when unset)."""
+        return DEFAULT_TOP_P if self.top_p is None else self.top_p
 
 
 @dataclass(frozen=True)
@@ -39,7 +62,6 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     json_schema: JSONObject | None = None
-    request_id: str = ""
 
 
 @dataclass(frozen=True)

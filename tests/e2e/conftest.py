@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,18 +9,24 @@ from pathlib import Path
 import httpx
 import pytest
 
+from toolrpc import testing
+from toolrpc.testing import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 90.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunningServer:
-    """A server process and its base URL."""
+    """A started server and the engine kind it serves."""
 
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
+    started: ServerProcess
     kind: str = "gguf"
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return self.started.url
 
     @property
     def context_length(self) -> int:
@@ -34,44 +35,25 @@ class RunningServer:
         return length
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def start_server(log: Path, *flags: str, kind: str = "gguf") -> RunningServer:
-    """Start `python -m toolrpc serve` and wait (bounded) until `/health` answers 200."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = [sys.executable, "-m", "toolrpc", "serve", "--port", str(port), *flags]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return RunningServer(url, process, log, kind)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"server not healthy after {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
+    """Start `python -m toolrpc serve` with `flags` on a free port; wait (bounded) for /health."""
+    port = testing.free_port()
+    try:
+        started = testing.start_server(
+            testing.toolrpc_argv(port, *flags),
+            port,
+            log,
+            timeout_s=STARTUP_TIMEOUT_S,
+            env={"PYTHONPATH": str(ROOT / "src")},
+        )
+    except (RuntimeError, TimeoutError) as exc:  # the server's own words say why
+        raise RuntimeError(f"{exc}:\n{log.read_text()}") from exc
+    return RunningServer(started, kind)
 
 
 def stop_server(server: RunningServer) -> None:
     """Terminate the process (bounded), killing it if it does not stop."""
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(timeout=5)
+    testing.stop_server(server.started)
 
 
 @pytest.fixture(scope="package", params=["gguf", "hf"])

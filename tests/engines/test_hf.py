@@ -1,4 +1,8 @@
-"""The transformers engine on a tiny model the test builds: loading, batching, grammars, scoring."""
+"""The transformers engine on a tiny model the test builds: loading, agreement with transformers
+(greedy output, scores), batched grammars.
+
+What every engine promises is tested once for all of them in `test_engine_contract.py`.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from tests.engines.tiny_hf import build_tiny_model
 from toolrpc.engines.base import Chunk, GenerationRequest, SamplingParams
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.engines.hf import HfOptions, load_hf
-from toolrpc.errors import ContextLengthExceeded
 
 WAIT_S = 60.0
 GREEDY = SamplingParams(temperature=0.0)
@@ -119,24 +122,6 @@ async def test_a_score_is_the_teacher_forced_log_probability(
 
     assert score.num_tokens == len(all_ids) - len(prompt_ids)
     assert score.logprob == pytest.approx(expected, abs=1e-3)
-
-
-async def test_closing_a_stream_early_cancels_its_sequence(engine: BatchedEngine) -> None:
-    request = GenerationRequest(chatml("Write a long essay."), 500, GREEDY)
-    async with asyncio.timeout(WAIT_S), aclosing(engine.generate(request)) as chunks:
-        async for _ in chunks:
-            break
-
-    assert engine.stats().num_cancelled == 1
-    assert engine.stats().num_running == 0
-
-
-async def test_a_prompt_longer_than_the_context_is_refused(engine: BatchedEngine) -> None:
-    with pytest.raises(ContextLengthExceeded) as caught:
-        await run(engine, GenerationRequest(chatml("word " * 2000), 8, GREEDY))
-
-    assert caught.value.code == -32002
-    assert caught.value.context_length == 1024
 
 
 def test_quantizing_without_cuda_is_refused_with_the_reason(model_folder: Path) -> None:

@@ -1,4 +1,8 @@
-"""The llama.cpp engine on the embedded model: batching, prefix reuse, grammars, cancellation."""
+"""The llama.cpp engine on the embedded model: batch invariance, prefix reuse, grammars.
+
+What every engine promises (cancellation, context errors, scoring, stop strings...) is tested
+once for all of them in `test_engine_contract.py`.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,11 @@ from toolrpc.engines.base import Chunk, GenerationRequest, SamplingParams
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.engines.default_model import embedded_model_path
 from toolrpc.engines.llama_cpp import LlamaCppOptions, load_llama_cpp
-from toolrpc.errors import ContextLengthExceeded
 from toolrpc.scheduling.loop import LoopConfig
 
 pytestmark = pytest.mark.slow
 
-WAIT_S = 60.0
+WAIT_S = 180.0  # four grammar-constrained streams batched took over 60 s at load 5 on two cores
 GREEDY = SamplingParams(temperature=0.0)
 QUESTIONS = [
     "What is the capital of France?",
@@ -131,29 +134,6 @@ async def test_constrained_requests_batched_together_produce_valid_calls_as_when
     for output in batched:
         jsonschema.validate(json.loads(output), CITY_CALL)
     assert json.loads(batched[0])["arguments"] == {"city": "Paris"}
-
-
-async def test_closing_a_stream_early_cancels_its_sequence(engine: BatchedEngine) -> None:
-    request = greedy(chatml("Write a long essay about the history of Rome."), 500)
-    async with asyncio.timeout(WAIT_S), aclosing(engine.generate(request)) as chunks:
-        async for _ in chunks:
-            break
-
-    stats = engine.stats()
-    assert stats.num_cancelled == 1
-    assert stats.num_running == 0
-    assert text(await run(engine, greedy(chatml("Say hi."), 8)))
-
-
-async def test_a_prompt_longer_than_the_context_is_refused_with_its_size(
-    engine: BatchedEngine,
-) -> None:
-    with pytest.raises(ContextLengthExceeded) as caught:
-        await run(engine, greedy(chatml("word " * 2000)))
-
-    assert caught.value.code == -32002
-    assert caught.value.context_length == 1024
-    assert caught.value.prompt_tokens > 1024
 
 
 async def test_bounded_integers_and_span_enums_hold_under_the_grammar(

@@ -1,15 +1,22 @@
 """Behaviour of the pure continuous-batching policy, stepped by hand without a model.
 
-Each test plays the runner itself: it asks the scheduler for a step, reports the step done and
-appends a sampled token to every sequence whose chunk needed one, as `BatchLoop` does.
+Each test plays the runner itself: it asks the scheduler for a plan and hands back a sampled
+token for every chunk that asked for one, as `BatchLoop` does.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from toolrpc.scheduling.scheduler import Scheduler
-from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
+from toolrpc.scheduling.scheduler import MULTI_STEP_TOKENS, Scheduler
+from toolrpc.scheduling.sequence import (
+    SampledToken,
+    ScheduledChunk,
+    Sequence,
+    SequenceStatus,
+    StepPlan,
+    TokenOutput,
+)
 
 SAMPLED_TOKEN = 7
 
@@ -20,21 +27,22 @@ def make_seq(seq_id: int, num_prompt: int, max_new_tokens: int = 100) -> Sequenc
     return Sequence(seq_id=seq_id, prompt_ids=prompt, max_new_tokens=max_new_tokens)
 
 
-def complete_step(scheduler: Scheduler, chunks: list[ScheduledChunk]) -> None:
-    """Mark a step computed and sample a token where a chunk asks for one.
+def complete_step(scheduler: Scheduler, chunks: list[ScheduledChunk]) -> list[TokenOutput]:
+    """Report a step computed, with `SAMPLED_TOKEN` sampled wherever a chunk asks for one."""
+    plan = StepPlan(tuple(chunks))
+    return scheduler.postprocess(
+        plan, 0, [sample(SAMPLED_TOKEN) if c.needs_sample else None for c in chunks]
+    )
 
-    `needs_sample` is read before any token is appended, as the loop does: it compares against
-    the sequence's current length, so it changes once the sequence grows.
-    """
-    sampled = [chunk.seq for chunk in chunks if chunk.needs_sample]
-    scheduler.on_step_done(chunks)
-    for seq in sampled:
-        seq.output_ids.append(SAMPLED_TOKEN)
+
+def sample(token_id: int, *, is_end: bool = False) -> SampledToken:
+    """A token as the runner reports it."""
+    return SampledToken(token_id, is_end_of_generation=is_end)
 
 
 def run_step(scheduler: Scheduler) -> list[ScheduledChunk]:
     """Schedule one step and complete it."""
-    chunks = scheduler.schedule()
+    chunks = list(scheduler.schedule().chunks)
     complete_step(scheduler, chunks)
     return chunks
 
@@ -57,7 +65,7 @@ def test_an_empty_scheduler_has_no_work_and_schedules_nothing() -> None:
     scheduler = Scheduler(num_slots=2, token_budget=8, max_waiting=4)
 
     assert not scheduler.has_work
-    assert scheduler.schedule() == []
+    assert scheduler.schedule().chunks == ()
 
 
 def test_sequences_are_admitted_up_to_the_number_of_slots() -> None:
@@ -168,7 +176,7 @@ def test_a_long_prompt_is_prefilled_over_several_steps_while_running_sequences_k
     prefill_samples: list[bool] = []
     while long.is_prefill:
         num_output_before = (short_a.num_output, short_b.num_output)
-        chunks = scheduler.schedule()
+        chunks = list(scheduler.schedule().chunks)
         prefill_samples.append(chunks[2].needs_sample)
         complete_step(scheduler, chunks)
         assert ids(chunks) == [0, 1, 2]
@@ -194,7 +202,7 @@ def test_only_the_chunk_reaching_the_end_of_known_tokens_needs_a_sample() -> Non
 
     planned: list[tuple[int, tuple[int, ...], bool]] = []
     for _ in range(4):
-        (chunk,) = scheduler.schedule()
+        (chunk,) = scheduler.schedule().chunks
         planned.append((chunk.start, chunk.token_ids, chunk.needs_sample))
         complete_step(scheduler, [chunk])
 
@@ -305,7 +313,7 @@ def test_a_follow_up_reuses_the_slot_holding_its_prefix_and_prefills_only_the_re
     follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 7, 8, 9], max_new_tokens=10)
     scheduler.add(follow_up)
 
-    [chunk] = scheduler.schedule()
+    [chunk] = scheduler.schedule().chunks
 
     reused = len(first.prompt_ids)  # only prompt tokens are kept (module docstring)
     assert follow_up.slot == slot
@@ -322,7 +330,7 @@ def test_an_identical_prompt_still_computes_its_last_two_tokens() -> None:
     again = Sequence(seq_id=1, prompt_ids=list(first.prompt_ids), max_new_tokens=10)
     scheduler.add(again)
 
-    [chunk] = scheduler.schedule()
+    [chunk] = scheduler.schedule().chunks
 
     assert again.num_cached == 4
     assert chunk.token_ids == tuple(first.prompt_ids[-2:])
@@ -413,7 +421,7 @@ def test_alone_a_prompt_gets_the_whole_budget() -> None:
     seq = make_seq(0, 40)
     scheduler.add(seq)
 
-    [chunk] = scheduler.schedule()
+    [chunk] = scheduler.schedule().chunks
 
     assert len(chunk.token_ids) == 40
 
@@ -450,7 +458,7 @@ def test_with_reuse_generated_a_follow_up_also_reuses_the_decoded_answer() -> No
     follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 7, 8, 9], max_new_tokens=10)
     scheduler.add(follow_up)
 
-    [chunk] = scheduler.schedule()
+    [chunk] = scheduler.schedule().chunks
 
     reused = len(first.prompt_ids) + 4  # the last sampled token was never fed back
     assert follow_up.num_cached == reused
@@ -483,7 +491,7 @@ def test_when_idle_a_finished_answer_is_prefilled_again_as_a_prompt() -> None:
     assert [(t.slot, t.keep) for t in scheduler.take_kv_trims()] == [(first.slot, 10)]
     follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 1, 2, 3], max_new_tokens=5)
     scheduler.add(follow_up)
-    [chunk] = scheduler.schedule()
+    [chunk] = scheduler.schedule().chunks
     assert follow_up.num_cached == len(first.token_ids)  # prompt and answer, exactly as cold
     assert chunk.token_ids == (1, 2, 3)
 
@@ -499,7 +507,7 @@ def test_a_new_request_stops_the_background_prefill_and_keeps_what_it_computed()
 
     follow_up = Sequence(seq_id=1, prompt_ids=[*first.token_ids, 1, 2], max_new_tokens=5)
     scheduler.add(follow_up)
-    [chunk] = scheduler.schedule()
+    [chunk] = scheduler.schedule().chunks
 
     assert background.seq.status is SequenceStatus.FINISHED
     assert follow_up.slot == 0 and follow_up.num_cached == 14
@@ -511,3 +519,119 @@ def test_nothing_is_prefilled_in_the_background_with_reuse_generated() -> None:
     finish_turn(scheduler, make_seq(0, 10, max_new_tokens=6), 6)
 
     assert not scheduler.has_work
+
+
+def decoding(scheduler: Scheduler, *seqs: Sequence) -> None:
+    """Add `seqs` and run steps until each has sampled its first token."""
+    for seq in seqs:
+        scheduler.add(seq)
+    while any(not seq.output_ids for seq in seqs):
+        run_step(scheduler)
+
+
+def test_an_end_of_generation_token_ends_the_sequence_without_joining_its_output() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=16, max_waiting=1)
+    seq = make_seq(0, 4)
+    decoding(scheduler, seq)
+    plan = scheduler.schedule()
+
+    outputs = scheduler.postprocess(plan, 0, [sample(99, is_end=True)])
+
+    assert outputs == [TokenOutput(seq, None, "stop")]
+    assert seq.output_ids == [SAMPLED_TOKEN]
+    assert seq.status is SequenceStatus.FINISHED
+    assert scheduler.num_slots_free == 1
+
+
+def test_max_new_tokens_ends_the_sequence_on_its_last_token_with_length() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=16, max_waiting=1)
+    seq = make_seq(0, 4, max_new_tokens=2)
+    decoding(scheduler, seq)
+    plan = scheduler.schedule()
+
+    outputs = scheduler.postprocess(plan, 0, [sample(8)])
+
+    assert outputs == [TokenOutput(seq, 8, "length")]
+    assert seq.output_ids == [SAMPLED_TOKEN, 8]
+    assert seq.status is SequenceStatus.FINISHED
+
+
+def test_a_scoring_sequence_ends_once_its_tail_is_scored() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=16, max_waiting=1)
+    seq = Sequence(seq_id=0, prompt_ids=[1, 2, 3, 4, 5], max_new_tokens=0, score_from=3)
+    scheduler.add(seq)
+    plan = scheduler.schedule()
+
+    outputs = scheduler.postprocess(plan, 0, [None])
+
+    assert outputs == [TokenOutput(seq, None, "stop")]
+    assert seq.status is SequenceStatus.FINISHED
+    assert seq.output_ids == []
+
+
+def test_a_lone_decoding_sequence_is_planned_several_steps_per_runner_call() -> None:
+    scheduler = Scheduler(num_slots=4, token_budget=16, max_waiting=4)
+    alone = make_seq(0, 4)
+    decoding(scheduler, alone)
+
+    assert scheduler.schedule().num_steps == MULTI_STEP_TOKENS
+
+
+def test_several_decoding_sequences_share_the_multi_step_tokens() -> None:
+    scheduler = Scheduler(num_slots=4, token_budget=16, max_waiting=4)
+    decoding(scheduler, make_seq(0, 4), make_seq(1, 4))
+
+    assert scheduler.schedule().num_steps == MULTI_STEP_TOKENS // 2
+
+
+def test_a_waiting_or_arriving_request_keeps_the_plan_to_one_step() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=16, max_waiting=4)
+    decoding(scheduler, make_seq(0, 4))
+
+    assert scheduler.schedule(num_arriving=1).num_steps == 1
+    scheduler.add(make_seq(1, 4))  # waits: the only slot is taken
+    assert scheduler.schedule().num_steps == 1
+
+
+def test_a_plan_never_has_more_steps_than_a_sequence_may_still_generate() -> None:
+    scheduler = Scheduler(num_slots=1, token_budget=16, max_waiting=1)
+    decoding(scheduler, make_seq(0, 4, max_new_tokens=3))
+
+    assert scheduler.schedule().num_steps == 2
+
+
+def test_prompt_chunks_are_planned_one_step_at_a_time() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=16, max_waiting=4)
+    scheduler.add(make_seq(0, 4))
+
+    assert scheduler.schedule().num_steps == 1
+
+
+def test_each_further_step_of_a_plan_feeds_the_token_sampled_before() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=16, max_waiting=4)
+    first, second = make_seq(0, 4), make_seq(1, 4)
+    decoding(scheduler, first, second)
+    plan = scheduler.schedule()
+    assert plan.num_steps == 2
+
+    step0 = scheduler.postprocess(plan, 0, [sample(10), sample(20)])
+    step1 = scheduler.postprocess(plan, 1, [sample(11), sample(21)])
+
+    assert [o.token_id for o in step0 + step1] == [10, 20, 11, 21]
+    assert first.output_ids == [SAMPLED_TOKEN, 10, 11]
+    assert first.num_computed == len(first.prompt_ids) + 2  # SAMPLED_TOKEN and 10 fed back
+    assert second.output_ids == [SAMPLED_TOKEN, 20, 21]
+
+
+def test_a_sequence_finished_between_the_steps_of_a_plan_takes_no_more_tokens() -> None:
+    scheduler = Scheduler(num_slots=2, token_budget=16, max_waiting=4)
+    stopped, going = make_seq(0, 4), make_seq(1, 4)
+    decoding(scheduler, stopped, going)
+    plan = scheduler.schedule()
+    scheduler.postprocess(plan, 0, [sample(10), sample(20)])
+    scheduler.finish(stopped)  # the loop saw a stop string in its text
+
+    outputs = scheduler.postprocess(plan, 1, [sample(11), sample(21)])
+
+    assert outputs == [TokenOutput(going, 21)]
+    assert stopped.output_ids == [SAMPLED_TOKEN, 10]

@@ -2,7 +2,8 @@
 
 `FakeEngine` answers each request with the next reply of its script (or a reply computed from
 the request), streamed in small pieces. It honours `stop`, `max_new_tokens` (one "token" per
-piece) and a context length, counts prompt "tokens" as whitespace-separated words, records every
+piece), a JSON Schema once its script is exhausted (the simplest valid value) and a context
+length, counts prompt "tokens" as whitespace-separated words, records every
 request it saw (so tests can check prompts and constraints), and can be told to wait between
 pieces so cancellation can be tested. Closing the stream early is recorded in `num_cancelled`.
 """
@@ -10,6 +11,7 @@ pieces so cancellation can be tested. Closing the stream early is recorded in `n
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -47,8 +49,50 @@ def word_overlap_score(prompt: str, continuation: str) -> float:
 
 
 def default_reply(request: GenerationRequest) -> str:
-    """The reply when the script is exhausted: says what it is, so demos are self-explanatory."""
+    """The reply when the script is exhausted: says what it is, so demos are self-explanatory;
+    under a `json_schema`, the simplest value the schema accepts, as a grammar would force."""
+    if request.json_schema is not None:
+        value = simplest_instance(request.json_schema)
+        if value is not _UNSUPPORTED:
+            return json.dumps(value)
     return "This is toolrpc's fake engine: it has no model, so this answer is scripted."
+
+
+_UNSUPPORTED = object()
+
+
+def simplest_instance(schema: object) -> object:
+    """The simplest JSON value valid against `schema` (`const`, first `enum` value or first
+    `anyOf`/`oneOf` branch, an object of its required properties, the lower bound of a number,
+    the shortest string); `_UNSUPPORTED` for what this does not know (`$ref`, `pattern`...)."""
+    if not isinstance(schema, dict):
+        return _UNSUPPORTED
+    if not schema:  # accepts anything
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return simplest_instance(schema[key][0])
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    if kind == "object" or (kind is None and "properties" in schema):
+        properties = schema.get("properties", {})
+        value = {
+            name: simplest_instance(properties.get(name, {})) for name in schema.get("required", [])
+        }
+        return _UNSUPPORTED if _UNSUPPORTED in value.values() else value
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+        return math.ceil(low) if kind == "integer" else low
+    if kind == "string" and "pattern" not in schema and "format" not in schema:
+        return "x" * int(schema.get("minLength", 0))
+    simple: dict[str, object] = {"boolean": False, "null": None, "array": []}
+    if kind in simple and not schema.get("minItems"):
+        return simple[kind]
+    return _UNSUPPORTED
 
 
 class FakeEngine:
@@ -96,11 +140,10 @@ class FakeEngine:
         self.requests.append(request)
         reply = self.script.pop(0) if self.script else self.fallback
         text = reply(request) if callable(reply) else reply
-        text, reason = _apply_stop(text, request.stop)
-        pieces = re.findall(r"\s*\S+|\s+", text)
-        if len(pieces) > request.max_new_tokens:
-            pieces = pieces[: request.max_new_tokens]
-            reason = "length"
+        pieces = re.findall(r"\s*\S+|\s+", _before_stop(text, request.stop))
+        # "stop": the reply ended or a stop string cut it; "length": max_new_tokens cut it.
+        reason: EngineFinishReason = "length" if len(pieces) > request.max_new_tokens else "stop"
+        pieces = pieces[: request.max_new_tokens]
         finished = False
         self.num_running += 1
         self.num_prompt_tokens += prompt_tokens
@@ -140,6 +183,6 @@ class FakeEngine:
         self.is_closed = True
 
 
-def _apply_stop(text: str, stop: tuple[str, ...]) -> tuple[str, EngineFinishReason]:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-    return (text[:cut], "stop") if cut >= 0 else (text, "stop")
+def _before_stop(text: str, stop: tuple[str, ...]) -> str:
+    """The text up to the earliest stop string (all of it when none occurs)."""
+    return text[: min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))]

@@ -13,7 +13,8 @@ would duplicate ours. Each slot keeps its own KV tensors; a step runs every chun
 pass: the slots' caches are left-padded to the longest, the chunks right-padded to the longest,
 with a 2-D attention mask and explicit position ids, and each slot's new KV is cut back out.
 Padding copies the KV of the batch once per step; that is cheap for the small models this
-serves on a CPU, and the upstream engine (vLLM, SGLang) is the path for large ones.
+serves on a CPU. Large models are meant for a dedicated server (vLLM, SGLang) behind a planned
+upstream engine, not for this runner.
 """
 
 from __future__ import annotations
@@ -62,11 +63,9 @@ class HfSampler:
     generator: torch.Generator | None
     matcher: Any = None
     bitmask: torch.Tensor | None = None
-    is_closed: bool = False
 
     def close(self) -> None:
-        """Nothing native to free; marks the sampler unusable."""
-        self.is_closed = True
+        """Nothing native to free: the generator, matcher and bitmask are garbage-collected."""
 
 
 @dataclass(eq=False)
@@ -286,14 +285,13 @@ def _pick(logits: torch.Tensor, sampling: SamplingParams, generator: torch.Gener
     """Greedy, or top-k / top-p / temperature sampling."""
     if sampling.is_greedy:
         return int(torch.argmax(logits))
-    temperature = 0.8 if sampling.temperature is None else sampling.temperature
-    logits = logits / temperature
-    top_k = 40 if sampling.top_k is None else sampling.top_k
+    logits = logits / sampling.resolved_temperature
+    top_k = sampling.resolved_top_k
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    top_p = 0.95 if sampling.top_p is None else sampling.top_p
+    top_p = sampling.resolved_top_p
     if top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p
@@ -304,9 +302,9 @@ def _pick(logits: torch.Tensor, sampling: SamplingParams, generator: torch.Gener
 def _score(logits: torch.Tensor, chunk: RunnerChunk) -> ContinuationScore:
     """Sum of log P(token | before) for the chunk's scored tokens (rows are chunk positions)."""
     assert chunk.score_from is not None
-    first = max(0, chunk.score_from - 1 - chunk.start)
-    rows = logits[first : len(chunk.token_ids) - 1].log_softmax(dim=-1)
-    targets = torch.tensor(chunk.token_ids[first + 1 :], device=rows.device)
+    scored = chunk.scored_rows
+    rows = logits[scored.start : scored.stop].log_softmax(dim=-1)
+    targets = torch.tensor(chunk.token_ids[scored.start + 1 :], device=rows.device)
     picked = rows.gather(1, targets.unsqueeze(1))
     return ContinuationScore(logprob=float(picked.sum()), num_tokens=len(targets))
 

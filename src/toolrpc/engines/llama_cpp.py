@@ -43,10 +43,6 @@ from toolrpc.types import JSONObject
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPERATURE = 0.8
-DEFAULT_TOP_K = 40
-DEFAULT_TOP_P = 0.95
-
 
 @dataclass(frozen=True)
 class LlamaCppOptions:
@@ -201,7 +197,7 @@ class LlamaCppRunner:
         n = 0
         for chunk in chunks:
             first_rows.append(n)
-            wanted = _rows_with_logits(chunk)
+            wanted = chunk.rows_with_logits
             for i, token in enumerate(chunk.token_ids):
                 batch.token[n] = token
                 batch.pos[n] = chunk.start + i
@@ -230,7 +226,7 @@ class LlamaCppRunner:
         """Sum of log P(token | tokens before it) over the chunk's scored tokens."""
         assert chunk.score_from is not None
         total, count = 0.0, 0
-        for i in _rows_with_logits(chunk):
+        for i in chunk.scored_rows:
             target = chunk.token_ids[i + 1]
             pointer = llama_cpp.llama_get_logits_ith(self._ctx, first_row + i)
             logits = np.ctypeslib.as_array(pointer, shape=(self._num_vocab,))
@@ -268,17 +264,6 @@ class LlamaCppRunner:
 
 def _is_decode(chunk: RunnerChunk) -> bool:
     return len(chunk.token_ids) == 1 and chunk.score_from is None
-
-
-def _rows_with_logits(chunk: RunnerChunk) -> range:
-    """Rows of a chunk whose logits are read: the last one to sample, or for a scoring chunk
-    every row whose next token is scored."""
-    size = len(chunk.token_ids)
-    if chunk.score_from is not None:
-        return range(max(0, chunk.score_from - 1 - chunk.start), size - 1)
-    if chunk.sampler is not None:
-        return range(size - 1, size)
-    return range(0)
 
 
 MAX_ENUMERATED_INTEGERS = 256
@@ -335,16 +320,14 @@ def _sampling_steps(sampling: SamplingParams) -> list[llama_cpp.llama_sampler_p]
     """Samplers after the grammar: greedy, or top-k, top-p, temperature and a seeded draw."""
     if sampling.is_greedy:
         return [llama_cpp.llama_sampler_init_greedy()]
-    top_k = DEFAULT_TOP_K if sampling.top_k is None else sampling.top_k
-    top_p = DEFAULT_TOP_P if sampling.top_p is None else sampling.top_p
-    temperature = DEFAULT_TEMPERATURE if sampling.temperature is None else sampling.temperature
+    top_k = sampling.resolved_top_k
     seed = llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF
     steps = []
     if top_k > 0:
         steps.append(llama_cpp.llama_sampler_init_top_k(top_k))
     steps += [
-        llama_cpp.llama_sampler_init_top_p(top_p, 1),
-        llama_cpp.llama_sampler_init_temp(temperature),
+        llama_cpp.llama_sampler_init_top_p(sampling.resolved_top_p, 1),
+        llama_cpp.llama_sampler_init_temp(sampling.resolved_temperature),
         llama_cpp.llama_sampler_init_dist(seed),
     ]
     return steps

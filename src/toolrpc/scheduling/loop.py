@@ -1,9 +1,13 @@
 """The one async loop that drives a ModelRunner with the Scheduler.
 
 `BatchLoop.generate` queues a request and streams its chunks; a single background task runs
-`step()` = schedule, run (in the runner's worker thread), postprocess, and fans each sampled
-token out to its request's queue. Closing a request's stream (client gone, time limit) finishes
-its sequence before the next step, so its slot and KV cache are free within one step.
+each step: the scheduler plans it (`Scheduler.schedule`), the runner carries the plan out in
+its worker thread (one step, or several decode steps when the plan says so, cut short when a
+request arrives or ends), and the scheduler takes each step's tokens back
+(`Scheduler.postprocess`), ending sequences at end of generation and `max_new_tokens`. The loop
+keeps only what needs text: each request's `TextAssembler` turns tokens into text and ends the
+sequence at a stop string. Closing a request's stream (client gone, time limit) finishes its
+sequence before the next step, so its slot and KV cache are free within one step.
 """
 
 from __future__ import annotations
@@ -34,21 +38,20 @@ from toolrpc.generation import (
 )
 from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
 from toolrpc.scheduling.scheduler import KvTrim, Scheduler, common_prefix_len
-from toolrpc.scheduling.sequence import ScheduledChunk, Sequence, SequenceStatus
+from toolrpc.scheduling.sequence import (
+    SampledToken,
+    ScheduledChunk,
+    Sequence,
+    SequenceStatus,
+    StepPlan,
+    TokenOutput,
+)
 from toolrpc.scheduling.text import TextAssembler
 from toolrpc.types import EngineFinishReason
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-MULTI_STEP_TOKENS = 4
-"""Decode tokens a runner call may produce in all (one sequence: 4 steps; two: 2 each; more:
-one). Between two steps the result travels runner thread -> event loop -> runner thread; for a
-single stream on two cores that hand-off was ~12% of the time (py-spy: the runner thread inside
-`llama_decode` 88% of a stream). A request that arrives or ends meanwhile interrupts the call
-after its current step."""
 
 
 @dataclass(frozen=True)
@@ -293,63 +296,58 @@ class BatchLoop:
             self._idle.clear()
             try:
                 await self._step()
-            except Exception as exc:  # a runner failure fails the requests in the batch
+            except Exception as exc:
                 logger.exception("model step failed")
-                for state in list(self._requests.values()):
-                    if state.seq.status is SequenceStatus.RUNNING:
-                        state.queue.put_nowait(exc)
-                        self._retire(state, keep_cache=False)
+                self._fail_running(exc)
+
+    def _fail_running(self, exc: Exception) -> None:
+        """Fail every running request after a runner failure, not only those in the failed
+        step: the runner's state is unknown after it, so every slot in use is emptied too
+        (`keep_cache=False`). Waiting requests stay queued and run on fresh slots."""
+        for state in list(self._requests.values()):
+            if state.seq.status is SequenceStatus.RUNNING:
+                state.queue.put_nowait(exc)
+                self._retire(state, keep_cache=False)
 
     async def _step(self) -> None:
-        chunks = self.scheduler.schedule()
-        if not chunks:
+        """Plan a step, have the runner carry it out, and hand each step's results back."""
+        plan = self.scheduler.schedule(num_arriving=self._num_arriving)
+        if not plan.chunks:
             return
-        runner_chunks = [self._runner_chunk(c) for c in chunks]
+        runner_chunks = [self._runner_chunk(c) for c in plan.chunks]
         trims = self.scheduler.take_kv_trims()
-        num_steps = self._num_decode_steps(chunks)
         self._interrupt.clear()
         steps = await self._call(
-            _trim_and_step, self.runner, trims, runner_chunks, num_steps, self._interrupt
+            _trim_and_step, self.runner, trims, runner_chunks, plan.num_steps, self._interrupt
         )
         self.num_steps += len(steps)
-        for index, sampled in enumerate(steps):
-            if index:  # a further decode step: each sequence fed the token it sampled before
-                chunks = [
-                    ScheduledChunk(c.seq, c.start + 1, (c.seq.output_ids[-1],)) for c in chunks
-                ]
-            self._on_step_results(chunks, sampled)
-
-    def _num_decode_steps(self, chunks: list[ScheduledChunk]) -> int:
-        """Decode steps for one runner call: several when a few sequences only decode and no
-        request waits or arrives (`MULTI_STEP_TOKENS`), else one."""
-        if self.scheduler.waiting or self._num_arriving:
-            return 1
-        if not all(c.needs_sample and len(c.token_ids) == 1 for c in chunks):
-            return 1
-        room = min(c.seq.max_new_tokens - c.seq.num_output for c in chunks)
-        return max(1, min(MULTI_STEP_TOKENS // len(chunks), room))
+        for step, results in enumerate(steps):
+            self._on_step_results(plan, step, results)
 
     def _on_step_results(
-        self, chunks: list[ScheduledChunk], sampled: list[int | ContinuationScore | None]
+        self, plan: StepPlan, step: int, results: list[int | ContinuationScore | None]
     ) -> None:
-        """Record a step's chunks as computed and hand each result to its request; a sequence
-        that finished earlier in a multi-step call is skipped."""
-        live = [
-            (chunk, result)
-            for chunk, result in zip(chunks, sampled, strict=True)
-            if chunk.seq.status is SequenceStatus.RUNNING
+        """Give the scheduler a step's tokens, then each request its score or its text."""
+        scores = {
+            chunk.seq.seq_id: result
+            for chunk, result in zip(plan.chunks, results, strict=True)
+            if isinstance(result, ContinuationScore)
+        }
+        sampled = [
+            SampledToken(r, self.runner.is_end_of_generation(r)) if isinstance(r, int) else None
+            for r in results
         ]
-        self.scheduler.on_step_done([chunk for chunk, _ in live])
-        for chunk, result in live:
-            state = self._requests.get(chunk.seq.seq_id)
-            if state is None or result is None:
+        for output in self.scheduler.postprocess(plan, step, sampled):
+            state = self._requests.get(output.seq.seq_id)
+            if state is None:
                 continue
-            if isinstance(result, ContinuationScore):
-                state.queue.put_nowait(result)
+            score = scores.get(output.seq.seq_id)
+            if score is not None:
+                state.queue.put_nowait(score)
                 state.is_finished = True
                 self._retire(state)
             else:
-                self._on_token(state, result)
+                self._on_token(state, output)
 
     def _runner_chunk(self, chunk: ScheduledChunk) -> RunnerChunk:
         seq = chunk.seq
@@ -359,17 +357,16 @@ class BatchLoop:
         score_from = seq.score_from if chunk.needs_sample else None
         return RunnerChunk(seq.slot, chunk.start, chunk.token_ids, sampler, score_from)
 
-    def _on_token(self, state: _Request, token: int) -> None:
-        seq = state.seq
-        if self.runner.is_end_of_generation(token):
+    def _on_token(self, state: _Request, output: TokenOutput) -> None:
+        """Turn a sequence's new token into text; a stop string ends the sequence here."""
+        if output.token_id is None:  # the scheduler ended it at end of generation
             self._finish(state, state.text.flush(), "stop")
             return
-        seq.output_ids.append(token)
-        text = state.text.push(self.runner.token_bytes(token))
+        text = state.text.push(self.runner.token_bytes(output.token_id))
         if state.text.is_stopped:
             self._finish(state, text, "stop")
-        elif seq.num_output >= seq.max_new_tokens:
-            self._finish(state, text + state.text.flush(), "length")
+        elif output.finish_reason is not None:
+            self._finish(state, text + state.text.flush(), output.finish_reason)
         elif text:
             state.queue.put_nowait(Chunk(text))
 

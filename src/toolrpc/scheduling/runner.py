@@ -38,6 +38,24 @@ class RunnerChunk:
     sampler: TokenSampler | None
     score_from: int | None = None
 
+    @property
+    def scored_rows(self) -> range:
+        """Rows (indices into `token_ids`) whose logits score the token after them: from the row
+        before position `score_from` to the last but one; empty unless the chunk scores."""
+        if self.score_from is None:
+            return range(0)
+        return range(max(0, self.score_from - 1 - self.start), len(self.token_ids) - 1)
+
+    @property
+    def rows_with_logits(self) -> range:
+        """Rows whose logits the runner must compute: the scored rows, the last row when the
+        chunk samples, else none (a prompt chunk only fills the KV cache)."""
+        if self.score_from is not None:
+            return self.scored_rows
+        if self.sampler is not None:
+            return range(len(self.token_ids) - 1, len(self.token_ids))
+        return range(0)
+
 
 class ModelRunner(Protocol):
     """One model, one KV cache of `num_slots` sequences, stepped a batch at a time."""

@@ -15,6 +15,13 @@ Pure and synchronous: no model, no asyncio, no clock. Each step
 A long prompt is therefore prefilled over several steps, and running streams keep producing a
 token every step meanwhile.
 
+A step's plan (`StepPlan`) also says how many runner steps one call may take: when a few
+sequences only decode and no request waits or arrives, the runner decodes several tokens in a
+row, feeding each sampled token back itself (`MULTI_STEP_TOKENS`). `postprocess` takes each
+step's sampled tokens back, appends them and ends a sequence at end of generation or at its
+`max_new_tokens`, as nano-vllm's scheduler does; what needs text (stop strings, UTF-8) stays
+in the loop, which ends a sequence with `finish` when a stop string appears.
+
 Prefix reuse: a slot whose sequence finished keeps the KV of its prompt. A new sequence goes
 to the idle slot that shares the longest prefix with its prompt (the previous turn of the same
 conversation, a shared system prompt and tool block), and only the rest is prefilled; with no
@@ -51,13 +58,23 @@ from dataclasses import dataclass, field
 
 from toolrpc.scheduling.sequence import (
     MIN_FINAL_CHUNK,
+    SampledToken,
     ScheduledChunk,
     Sequence,
     SequenceStatus,
+    StepPlan,
+    TokenOutput,
 )
 
 BACKGROUND_CHUNK = 16
 """Largest chunk of a background prefill (module docstring)."""
+
+MULTI_STEP_TOKENS = 4
+"""Decode tokens one plan may ask of a runner call in all (one sequence: 4 steps; two: 2 each;
+more: one). Between two steps the result travels runner thread -> event loop -> runner thread;
+for a single stream on two cores that hand-off was ~12% of the time (py-spy: the runner thread
+inside `llama_decode` 88% of a stream). A request that arrives or ends meanwhile interrupts the
+call after its current step (the loop's business: the plan is only an upper bound)."""
 
 
 @dataclass(frozen=True)
@@ -150,8 +167,27 @@ class Scheduler:
         seq.status = SequenceStatus.WAITING
         self.waiting.append(seq)
 
-    def schedule(self) -> list[ScheduledChunk]:
-        """Choose the chunks of this step (see the module docstring)."""
+    def schedule(self, *, num_arriving: int = 0) -> StepPlan:
+        """Plan the next runner call (see the module docstring); no chunks when nothing runs.
+
+        `num_arriving` counts requests on their way in (not yet added): while one is, the plan
+        takes a single step, so the request joins the batch without waiting for a long call.
+        """
+        chunks = self._schedule_chunks()
+        return StepPlan(tuple(chunks), self._num_steps(chunks, num_arriving))
+
+    def _num_steps(self, chunks: list[ScheduledChunk], num_arriving: int) -> int:
+        """Several steps when a few sequences only decode and no request waits or arrives
+        (`MULTI_STEP_TOKENS` in all, never past a sequence's `max_new_tokens`), else one."""
+        if not chunks or self.waiting or num_arriving:
+            return 1
+        if not all(chunk.needs_sample and len(chunk.token_ids) == 1 for chunk in chunks):
+            return 1
+        room = min(chunk.seq.max_new_tokens - chunk.seq.num_output for chunk in chunks)
+        return max(1, min(MULTI_STEP_TOKENS // len(chunks), room))
+
+    def _schedule_chunks(self) -> list[ScheduledChunk]:
+        """The chunks of one step: decodes first, then prompt chunks (module docstring)."""
         if self.waiting:
             for background in [seq for seq in self.running if seq.is_background]:
                 self.finish(background)
@@ -191,12 +227,56 @@ class Scheduler:
             chunks.append(chunk)
         return len(chunk.token_ids)
 
-    def on_step_done(self, chunks: list[ScheduledChunk]) -> None:
-        """Record that the runner computed `chunks` (their tokens are now in the KV cache)."""
-        for chunk in chunks:
-            chunk.seq.num_computed = chunk.start + len(chunk.token_ids)
-            if chunk.seq.is_background and not chunk.seq.is_prefill:
-                self.finish(chunk.seq)
+    def postprocess(
+        self, plan: StepPlan, step: int, sampled: list[SampledToken | None]
+    ) -> list[TokenOutput]:
+        """Take back step number `step` (0-based) of `plan`: `sampled` holds, per plan chunk,
+        the runner's token for it (None where it sampled none).
+
+        Records the step's chunks as computed, appends each sampled token to its sequence and
+        ends a sequence at end of generation, at `max_new_tokens`, or once its tail is scored;
+        a background sequence ends when its prefill is done. Sequences that ended earlier
+        (finished between the runner's steps) are skipped. Returns one `TokenOutput` per request
+        sequence that asked for a token, in plan order.
+        """
+        live = [
+            (self._chunk_at(chunk, step), token)
+            for chunk, token in zip(plan.chunks, sampled, strict=True)
+            if chunk.seq.status is SequenceStatus.RUNNING
+        ]
+        outputs: list[TokenOutput] = []
+        for chunk, token in live:
+            wanted_sample = chunk.needs_sample  # read before the sequence grows
+            seq = chunk.seq
+            seq.num_computed = chunk.start + len(chunk.token_ids)
+            if seq.is_background and not seq.is_prefill:
+                self.finish(seq)
+            elif seq.is_scoring and wanted_sample:
+                self.finish(seq)
+                outputs.append(TokenOutput(seq, None, "stop"))
+            elif token is not None:
+                outputs.append(self._append(seq, token))
+        return outputs
+
+    def _append(self, seq: Sequence, token: SampledToken) -> TokenOutput:
+        """Add a sampled token to `seq`, ending it at end of generation or `max_new_tokens`."""
+        if token.is_end_of_generation:
+            self.finish(seq)
+            return TokenOutput(seq, None, "stop")
+        seq.output_ids.append(token.token_id)
+        if seq.num_output >= seq.max_new_tokens:
+            self.finish(seq)
+            return TokenOutput(seq, token.token_id, "length")
+        return TokenOutput(seq, token.token_id)
+
+    @staticmethod
+    def _chunk_at(chunk: ScheduledChunk, step: int) -> ScheduledChunk:
+        """The chunk of `chunk.seq` the runner computed in step `step` of a plan: the planned
+        one, or in a further decode step the token sampled in the step before."""
+        if step == 0:
+            return chunk
+        seq = chunk.seq
+        return ScheduledChunk(seq, seq.num_computed, (seq.token_ids[seq.num_computed],))
 
     def finish(self, seq: Sequence, *, keep_cache: bool = True) -> None:
         """End a sequence (done, stopped or aborted) and free its slot; safe to call twice.

@@ -1,9 +1,12 @@
-"""A sequence: one request's tokens as the scheduler sees them."""
+"""A sequence (one request's tokens as the scheduler sees them) and the values of one step:
+the plan the scheduler hands out and the tokens it takes back."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+
+from toolrpc.types import EngineFinishReason
 
 MIN_FINAL_CHUNK = 2
 """Prompt tokens always computed together in the chunk whose last row is sampled (see the
@@ -96,3 +99,36 @@ class ScheduledChunk:
         """Whether this chunk completes the sequence's known tokens (and asks for a token)."""
         is_end = self.start + len(self.token_ids) == self.seq.num_tokens
         return is_end and not self.seq.is_background
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What the runner should compute next: `chunks` in one step, then, when `num_steps` > 1
+    (every chunk a single decode token), up to `num_steps - 1` further decode steps, each
+    feeding every sequence the token it sampled in the step before."""
+
+    chunks: tuple[ScheduledChunk, ...]
+    num_steps: int = 1
+
+
+@dataclass(frozen=True)
+class SampledToken:
+    """A token the runner sampled for a chunk, and whether it ends generation (EOS/EOT)."""
+
+    token_id: int
+    is_end_of_generation: bool
+
+
+@dataclass(frozen=True)
+class TokenOutput:
+    """What one step gave one request's sequence.
+
+    `token_id` is the token appended to its output (None when the step ended it without one:
+    an end-of-generation token, or a scoring sequence whose tail was scored). `finish_reason`
+    is set when the step ended the sequence: "stop" at end of generation or after scoring,
+    "length" when the output reached `max_new_tokens`.
+    """
+
+    seq: Sequence
+    token_id: int | None
+    finish_reason: EngineFinishReason | None = None
