@@ -104,6 +104,15 @@ def add_flag(
         group.add_argument(
             flag, dest=name, action=action, default=argparse.SUPPRESS, help=help_text
         )
+    elif get_origin(value_type) is list:
+        group.add_argument(
+            flag,
+            dest=name,
+            action="append",
+            metavar=metavar or name.upper(),
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
     elif get_origin(value_type) is Literal:
         choices = [str(choice) for choice in get_args(value_type)]
         group.add_argument(

@@ -1,0 +1,213 @@
+"""A model behind OpenAI-compatible servers, as a `ChatModel` (chat/model.py).
+
+The upstream renders its own chat template and parses its own tool calls (vLLM's, SGLang's and
+llama-server's tool parsers know their models best), so this side sends messages and tools, not
+a prompt, and reads content deltas and `tool_calls` back:
+
+- the offer becomes OpenAI's `tools` and `tool_choice`: a constrained offer of one tool names it
+  (`{"type": "function", ...}`), of several is `"required"`; an unconstrained offer with tools is
+  `"auto"`; an offer with no tools sends neither;
+- streamed `tool_calls` are put together by their `index` (arguments arrive as fragments) and
+  each passes `ToolOffer.accept`, so a call whose arguments do not validate is dropped, as with
+  a local model; content is still read with a tool-call parser, so an upstream without a tool
+  parser of its own that writes call markup as text gives calls, never markup as text;
+- the conversation's affinity key is a hash of its start (system prompt and first user
+  message), the same on every turn, so the pool sends the whole conversation to one replica.
+
+The tool router and grounding stay off: they need a local engine's scores and grammar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolrpc.chat.model import Generation, GenerationOptions
+from toolrpc.chat.offer import ToolOffer
+from toolrpc.chat.toolcalls import (
+    JSON_FALLBACK,
+    InvalidToolCall,
+    TextDelta,
+    ToolCallFormat,
+    ToolCallParsed,
+    ToolCallParser,
+)
+from toolrpc.engines.upstream import UpstreamPool, sampling_body, token_usage
+from toolrpc.protocol import Message, Tool, ToolCall, Usage
+from toolrpc.types import FinishReason, JSONObject
+
+
+class UpstreamModel:
+    """A `ChatModel` over an `UpstreamPool` (module docstring)."""
+
+    def __init__(self, pool: UpstreamPool, call_format: ToolCallFormat = JSON_FALLBACK) -> None:
+        self.pool = pool
+        self.call_format = call_format
+
+    async def generate(
+        self, history: Sequence[Message], offer: ToolOffer, options: GenerationOptions
+    ) -> AsyncGenerator[str | Generation, None]:
+        """Generate once under `offer` on a replica (see `ChatModel.generate`). Raises what
+        `UpstreamPool.stream` raises (`Overloaded`, `InvalidParams`)."""
+        body = chat_body(self.pool.info.model_name, history, offer, options)
+        shows_tools = bool(offer.tools)
+        parser = ToolCallParser(
+            self.call_format, allow_bare_json=shows_tools, hold_whitespace=shows_tools
+        )
+        streamed = _StreamedCalls()
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        reason: FinishReason = "stop"
+        usage = Usage()
+        key = affinity_key(history)
+        async with aclosing(self.pool.stream("/chat/completions", body, key)) as chunks:
+            async for chunk in chunks:
+                usage = _usage(chunk.get("usage")) or usage
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    for tool_call in delta.get("tool_calls") or []:
+                        streamed.add(tool_call)
+                    if choice.get("finish_reason") == "length":
+                        reason = "length"
+                    for event in parser.feed(str(delta.get("content") or "")):
+                        if isinstance(event, TextDelta):
+                            if not offer.is_constrained:
+                                text.append(event.text)
+                                yield event.text
+                        elif (call := offer.accept(event)) is not None:
+                            calls.append(call)
+        for event in [*parser.finish(), *streamed.events()]:
+            if isinstance(event, TextDelta):
+                if not offer.is_constrained:
+                    text.append(event.text)
+                    yield event.text
+            elif (call := offer.accept(event)) is not None:
+                calls.append(call)
+        yield Generation("".join(text), tuple(calls), reason, usage)
+
+
+def chat_body(
+    model: str, history: Sequence[Message], offer: ToolOffer, options: GenerationOptions
+) -> JSONObject:
+    """The streamed `/chat/completions` request for one generation under `offer`."""
+    body: JSONObject = {
+        "model": model,
+        "messages": [openai_message(message) for message in history],
+        **sampling_body(options.sampling, options.max_new_tokens, options.stop),
+    }
+    shown = offer.constraint if offer.constraint is not None else offer.tools
+    if shown:
+        body["tools"] = [openai_tool(tool) for tool in shown]
+        body["tool_choice"] = _tool_choice(offer)
+    return body
+
+
+def _tool_choice(offer: ToolOffer) -> JSONObject | str:
+    if offer.constraint is None:
+        return "auto"
+    if len(offer.constraint) == 1:
+        return {"type": "function", "function": {"name": offer.constraint[0].name}}
+    return "required"
+
+
+def openai_tool(tool: Tool) -> JSONObject:
+    """`tool` in OpenAI's `tools` form."""
+    function: JSONObject = {
+        "name": tool.name,
+        "description": tool.function.description,
+        "parameters": tool.function.parameters,
+    }
+    return {"type": "function", "function": function}
+
+
+def openai_message(message: Message) -> JSONObject:
+    """One history message in OpenAI's form (a call's arguments as a JSON string)."""
+    if message.role == "tool":
+        return {
+            "role": "tool",
+            "tool_call_id": message.tool_call_id or "",
+            "content": message.content or "",
+        }
+    if message.role == "assistant" and message.tool_calls:
+        calls: list[Any] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for call in message.tool_calls
+        ]
+        return {"role": "assistant", "content": message.content, "tool_calls": calls}
+    return {"role": message.role, "content": message.content or ""}
+
+
+def affinity_key(history: Sequence[Message]) -> str | None:
+    """A hash of the conversation's start: every message up to its first user message. None
+    for a history with no user message (nothing identifies the conversation)."""
+    start: list[JSONObject] = []
+    for message in history:
+        start.append(openai_message(message))
+        if message.role == "user":
+            encoded = json.dumps(start, sort_keys=True).encode()
+            return hashlib.sha256(encoded).hexdigest()[:32]
+    return None
+
+
+def _usage(usage: object) -> Usage | None:
+    counted = token_usage(usage)
+    if counted is None:
+        return None
+    return Usage(
+        prompt_tokens=counted.prompt_tokens,
+        completion_tokens=counted.completion_tokens,
+        cached_tokens=counted.cached_tokens,
+    )
+
+
+@dataclass
+class _PartialCall:
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class _StreamedCalls:
+    """Streamed `delta.tool_calls` fragments, put together by `index`."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _PartialCall] = {}
+
+    def add(self, fragment: dict[str, Any]) -> None:
+        """Add one fragment: its `function.name` and a piece of `function.arguments`."""
+        index = fragment.get("index")
+        partial = self._calls.setdefault(
+            index if isinstance(index, int) else len(self._calls), _PartialCall()
+        )
+        function = fragment.get("function") or {}
+        partial.name += str(function.get("name") or "")
+        arguments = function.get("arguments")
+        if isinstance(arguments, dict):  # a few servers send an object, not a string
+            arguments = json.dumps(arguments)
+        partial.arguments.append(str(arguments or ""))
+
+    def events(self) -> list[ToolCallParsed | InvalidToolCall]:
+        """Each call, parsed; a call whose arguments are not a JSON object is invalid."""
+        events: list[ToolCallParsed | InvalidToolCall] = []
+        for index, partial in sorted(self._calls.items()):
+            raw = "".join(partial.arguments).strip() or "{}"
+            try:
+                arguments = json.loads(raw)
+            except json.JSONDecodeError:
+                events.append(InvalidToolCall(index, raw, "not_json"))
+                continue
+            if not partial.name:
+                events.append(InvalidToolCall(index, raw, "missing_name"))
+                continue
+            if not isinstance(arguments, dict):
+                events.append(InvalidToolCall(index, raw, "arguments_not_object"))
+                continue
+            events.append(ToolCallParsed(index, partial.name, arguments))
+        return events
