@@ -121,8 +121,15 @@ class UpstreamPool:
     """OpenAI-compatible replicas behind one streaming interface (module docstring)."""
 
     def __init__(
-        self, options: UpstreamOptions, info: EngineInfo, *, reachable: frozenset[str] | None = None
+        self,
+        options: UpstreamOptions,
+        info: EngineInfo,
+        *,
+        reachable: frozenset[str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`reachable`: the replicas `probe_upstreams` reached (the others start out of
+        service); `transport`: httpx's, for tests that answer in-process."""
         self.options = options
         self._info = info
         self.replicas = ReplicaSet(
@@ -133,7 +140,7 @@ class UpstreamPool:
                 self.replicas.take_out(replica, "not reachable at start")
         timeout = httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
+        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
         self._checker: asyncio.Task[None] | None = None
         self._counts = {"requests": 0, "cancelled": 0, "prompt": 0, "generated": 0, "cached": 0}
 
