@@ -88,11 +88,14 @@ def restart(upstream: Upstream) -> Upstream:
 
 
 def start_llama_cpp_server(log_dir: Path, model: Path) -> Upstream:
-    """Start `python -m llama_cpp.server` on `model` (one slot, 2048 tokens of context)."""
+    """Start `python -m llama_cpp.server` on `model` (one slot, 2048 tokens of context). Its
+    default `--interrupt_requests True` ends a running generation whenever another request
+    (even `GET /v1/models`) waits for the model; a server behind a router must not do that."""
     port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model),
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False",
+        "--interrupt_requests", "False",
     ]  # fmt: skip
     return _launch(command, port, log_dir / "llama-cpp-server.log", STARTUP_TIMEOUT_S)
 

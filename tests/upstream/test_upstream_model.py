@@ -116,6 +116,17 @@ async def test_a_streamed_call_is_reassembled_and_returned_with_a_fresh_id() -> 
     assert result.content[0].id != "call_x"
 
 
+async def test_a_name_repeated_in_every_fragment_is_read_once() -> None:
+    fragments = call_fragments("get_weather", '{"city": "Lima"}')
+    fragments[1]["tool_calls"][0]["function"]["name"] = "get_weather"  # llama-cpp-python's way
+    chat, _ = chat_over(sse(*fragments, finish="tool_calls"))
+
+    _, result = await steps.run_step(chat, TOOLS, message="weather?", tool_choice="required")
+
+    assert isinstance(result.content, list)
+    assert [(c.name, c.arguments) for c in result.content] == [("get_weather", {"city": "Lima"})]
+
+
 async def test_a_call_whose_arguments_do_not_validate_is_dropped() -> None:
     bad = sse(*call_fragments("get_weather", '{"town": "Paris"}'), finish="tool_calls")
     chat, _ = chat_over(bad, sse({"content": "I cannot tell."}))
@@ -142,7 +153,7 @@ async def test_history_with_calls_and_results_is_sent_in_openai_form() -> None:
 
     assert openai_message(assistant) == {
         "role": "assistant",
-        "content": None,
+        "content": "",
         "tool_calls": [
             {
                 "id": "call_1",
@@ -201,19 +212,42 @@ async def test_a_failure_before_the_first_chunk_is_retried_once_on_another_repli
     await pool.aclose()
 
 
-async def test_every_replica_failing_is_overloaded_with_a_retry_hint() -> None:
+async def test_a_500_is_retried_once_elsewhere_then_overloaded_and_both_stay_in() -> None:
+    hosts: list[str] = []
+
     def broken(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
         return httpx.Response(500, json={"error": {"message": "boom"}})
 
-    pool = pool_with(broken, "http://a", "http://b")
+    pool = pool_with(broken, "http://a", "http://b", "http://c")
 
     with pytest.raises(Overloaded) as raised:
         await steps.run_step(Chat(UpstreamModel(pool)), message="hi")
 
     assert raised.value.retry_after_s > 0
-    assert not any(replica.is_healthy for replica in pool.replica_stats())
+    assert len(hosts) == 2
+    assert len(set(hosts)) == 2
+    assert all(replica.is_healthy for replica in pool.replica_stats())
+    await pool.aclose()
+
+
+async def test_replicas_that_refuse_connections_are_out_and_then_refused_at_once() -> None:
+    hosts: list[str] = []
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    pool = pool_with(refused, "http://a", "http://b")
     with pytest.raises(Overloaded):
+        await steps.run_step(Chat(UpstreamModel(pool)), message="hi")
+    assert not any(replica.is_healthy for replica in pool.replica_stats())
+
+    with pytest.raises(Overloaded) as raised:
         await steps.run_step(Chat(UpstreamModel(pool)), message="hi again")
+
+    assert raised.value.message == "every upstream replica is out of service"
+    assert hosts == ["a", "b"]
     await pool.aclose()
 
 

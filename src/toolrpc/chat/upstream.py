@@ -36,7 +36,8 @@ from toolrpc.chat.toolcalls import (
     ToolCallParsed,
     ToolCallParser,
 )
-from toolrpc.engines.upstream import UpstreamPool, sampling_body, token_usage
+from toolrpc.engines.openai_stream import sampling_body, token_usage
+from toolrpc.engines.upstream import UpstreamPool
 from toolrpc.protocol import Message, Tool, ToolCall, Usage
 from toolrpc.types import FinishReason, JSONObject
 
@@ -141,7 +142,8 @@ def openai_message(message: Message) -> JSONObject:
             }
             for call in message.tool_calls
         ]
-        return {"role": "assistant", "content": message.content, "tool_calls": calls}
+        # "" rather than null: llama-cpp-python's server refuses a null content.
+        return {"role": "assistant", "content": message.content or "", "tool_calls": calls}
     return {"role": message.role, "content": message.content or ""}
 
 
@@ -181,13 +183,16 @@ class _StreamedCalls:
         self._calls: dict[int, _PartialCall] = {}
 
     def add(self, fragment: dict[str, Any]) -> None:
-        """Add one fragment: its `function.name` and a piece of `function.arguments`."""
+        """Add one fragment: its `function.name` (OpenAI sends it once; a name equal to the one
+        so far is a repeat, not a piece) and a piece of `function.arguments`."""
         index = fragment.get("index")
         partial = self._calls.setdefault(
             index if isinstance(index, int) else len(self._calls), _PartialCall()
         )
         function = fragment.get("function") or {}
-        partial.name += str(function.get("name") or "")
+        name = str(function.get("name") or "")
+        if name != partial.name:  # llama-cpp-python repeats the whole name in every fragment
+            partial.name += name
         arguments = function.get("arguments")
         if isinstance(arguments, dict):  # a few servers send an object, not a string
             arguments = json.dumps(arguments)

@@ -12,9 +12,10 @@ Which replica serves a request is engines/replicas.py's decision. What this modu
   a stream that ends before any chunk) is tried once more on another replica; one that fails
   after its first chunk cannot be replayed (the client has seen text), so it ends with
   `Overloaded`: the client retries and a healthy replica answers;
-- a transport error or a 5xx takes the replica out (passive check); a probe of `GET
-  {replica}/models` every `health_interval_s` takes it back or out (active check), which every
-  OpenAI-compatible server answers without generating;
+- a transport error, a broken stream or a 502/504 takes the replica out (passive check); a
+  probe of `GET {replica}/models` every `health_interval_s` takes it back or out (active
+  check), which every OpenAI-compatible server answers without generating; a replica busy
+  streaming is not probed;
 - closing the stream closes the upstream response, so the upstream stops generating too;
 - no replica in service, or all of them at `max_outstanding`: `Overloaded` at once, never a wait.
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -40,17 +40,20 @@ from toolrpc.engines.base import (
     EngineInfo,
     EngineStats,
     GenerationRequest,
-    SamplingParams,
     TokenUsage,
+)
+from toolrpc.engines.openai_stream import (
+    ReplicaFailed,
+    refuse,
+    sampling_body,
+    sse_chunks,
+    token_usage,
 )
 from toolrpc.engines.replicas import Replica, ReplicaSet, ReplicaStats
 from toolrpc.errors import InvalidParams, MethodNotFound, Overloaded
 from toolrpc.types import EngineFinishReason, JSONObject
 
 logger = logging.getLogger(__name__)
-
-_CLIENT_ERRORS = frozenset({400, 404, 413, 422})
-"""Statuses that blame the request, not the replica: passed on, never retried elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +78,6 @@ def base_url(url: str) -> str:
     both become `http://host:8000/v1`."""
     url = url.rstrip("/")
     return url if url.endswith("/v1") else f"{url}/v1"
-
-
-class _ReplicaFailed(Exception):
-    """A replica failed a request in a way another replica may not (retry elsewhere)."""
-
-    def __init__(self, reason: str, *, takes_out: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.takes_out = takes_out
 
 
 def probe_upstreams(options: UpstreamOptions) -> tuple[EngineInfo, frozenset[str]]:
@@ -193,7 +187,7 @@ class UpstreamPool:
                         self._count_usage(chunk)
                         yield chunk
                 return
-            except _ReplicaFailed as exc:
+            except ReplicaFailed as exc:
                 self._failed(replica, exc)
                 if has_started:
                     raise Overloaded(
@@ -208,22 +202,22 @@ class UpstreamPool:
     async def _stream_from(
         self, replica: Replica, path: str, body: JSONObject
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """The chunks of one attempt on one replica. Raises `_ReplicaFailed` for what another
+        """The chunks of one attempt on one replica. Raises `ReplicaFailed` for what another
         replica may serve, `InvalidParams` for what the upstream refused."""
         replica.num_outstanding += 1
         replica.num_requests += 1
         try:
             async with self._client.stream("POST", replica.url + path, json=body) as response:
                 if response.status_code != 200:
-                    await _refuse(response)
-                async for chunk in _sse_chunks(response):
+                    await refuse(response)
+                async for chunk in sse_chunks(response):
                     yield chunk
         except httpx.HTTPError as exc:
-            raise _ReplicaFailed(f"{type(exc).__name__}: {exc}", takes_out=True) from exc
+            raise ReplicaFailed(f"{type(exc).__name__}: {exc}", takes_out=True) from exc
         finally:
             replica.num_outstanding -= 1
 
-    def _failed(self, replica: Replica, exc: _ReplicaFailed) -> None:
+    def _failed(self, replica: Replica, exc: ReplicaFailed) -> None:
         logger.warning("upstream %s failed: %s", replica.url, exc.reason)
         if exc.takes_out:
             self.replicas.take_out(replica, exc.reason)
@@ -289,6 +283,12 @@ class UpstreamPool:
         await asyncio.gather(*(self._probe(replica) for replica in self.replicas.replicas))
 
     async def _probe(self, replica: Replica) -> None:
+        """Probe one replica, unless it is in service with requests in flight: their chunks
+        are proof of life (a failure among them takes it out), and a probe would hurt them:
+        llama-cpp-python's server answers `/v1/models` only between generations and, by default
+        (`interrupt_requests`), ends the running generation to do so."""
+        if replica.is_healthy and replica.num_outstanding > 0:
+            return
         try:
             response = await self._client.get(
                 f"{replica.url}/models", timeout=self.options.connect_timeout_s
@@ -315,81 +315,3 @@ class UpstreamPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
         await self._client.aclose()
-
-
-def sampling_body(
-    sampling: SamplingParams, max_new_tokens: int, stop: tuple[str, ...]
-) -> JSONObject:
-    """The OpenAI request fields for length and sampling (streamed, with usage). `top_k` is
-    not OpenAI's, but vLLM, SGLang and llama.cpp's servers all accept it; it is sent only when
-    set."""
-    fields: JSONObject = {
-        "max_tokens": max_new_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "top_k": sampling.top_k,
-        "seed": sampling.seed,
-        "stop": list(stop) or None,
-    }
-    return {key: value for key, value in fields.items() if value is not None}
-
-
-def token_usage(usage: object) -> TokenUsage | None:
-    """An OpenAI `usage` object as `TokenUsage` (cached from `prompt_tokens_details`)."""
-    if not isinstance(usage, dict):
-        return None
-    details = usage.get("prompt_tokens_details") or {}
-    return TokenUsage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
-    )
-
-
-async def _refuse(response: httpx.Response) -> None:
-    """Raise for a non-200 answer: `InvalidParams` with the upstream's message for a request
-    it refuses; `_ReplicaFailed` for a busy (429/503) or failing (5xx) replica."""
-    await response.aread()
-    message = _error_message(response)
-    status = response.status_code
-    if status in _CLIENT_ERRORS:
-        raise InvalidParams(f"the upstream refused the request ({status}): {message}")
-    busy = status in (429, 503)
-    raise _ReplicaFailed(f"HTTP {status}: {message}", takes_out=not busy)
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return response.text[:200]
-    if isinstance(error, dict):
-        return str(error.get("message", error))[:500]
-    return str(error)[:500]
-
-
-async def _sse_chunks(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
-    """The JSON objects of an OpenAI event stream, up to `data: [DONE]`.
-
-    Raises `_ReplicaFailed` when the stream ends without `[DONE]` or carries something that is
-    not a chunk (a server that died or broke mid-answer), or an `error` object in place of a
-    chunk (the upstream failed the request after starting it).
-    """
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[len("data:") :].strip()
-        if data == "[DONE]":
-            return
-        try:
-            chunk = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise _ReplicaFailed(f"not a JSON chunk: {data[:80]!r}", takes_out=True) from exc
-        if not isinstance(chunk, dict):
-            raise _ReplicaFailed(f"not a JSON object chunk: {data[:80]!r}", takes_out=True)
-        if "error" in chunk and "choices" not in chunk:
-            raise _ReplicaFailed(f"streamed error: {chunk['error']}", takes_out=False)
-        yield chunk
-    raise _ReplicaFailed("the stream ended without [DONE]", takes_out=True)
