@@ -279,3 +279,27 @@ async def test_the_pool_serves_a_plain_completion_as_an_engine() -> None:
     assert seen[0]["prompt"] == "2+2=" and seen[0]["max_tokens"] == 1
     assert pool.stats().num_prompt_tokens == 3
     await pool.aclose()
+
+
+async def test_probes_take_a_refusing_replica_out_at_once_a_slow_one_after_three() -> None:
+    failures = {"a": httpx.ConnectError, "b": httpx.ReadTimeout}
+
+    def probe(request: httpx.Request) -> httpx.Response:
+        failure = failures.get(request.url.host)
+        if failure is not None:
+            raise failure("scripted", request=request)
+        return httpx.Response(200, json={"data": [{"id": "served-model"}]})
+
+    pool = pool_with(probe, "http://a", "http://b")
+    await pool.check_health()
+    assert [r.is_healthy for r in pool.replica_stats()] == [False, True]
+
+    await pool.check_health()
+    assert [r.is_healthy for r in pool.replica_stats()] == [False, True]
+    await pool.check_health()
+    assert [r.is_healthy for r in pool.replica_stats()] == [False, False]
+
+    failures.clear()
+    await pool.check_health()
+    assert [r.is_healthy for r in pool.replica_stats()] == [True, True]
+    await pool.aclose()

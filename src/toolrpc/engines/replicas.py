@@ -58,6 +58,8 @@ class Replica:
         self.num_failures = 0
         self.num_retried = 0
         self.last_error = ""
+        self.num_slow_probes = 0
+        """Health probes in a row that timed out (engines/upstream.py)."""
 
     def stats(self) -> ReplicaStats:
         """A snapshot of this replica's state."""

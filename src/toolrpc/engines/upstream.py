@@ -111,6 +111,13 @@ def probe_upstreams(options: UpstreamOptions) -> tuple[EngineInfo, frozenset[str
     return info, frozenset(cards)
 
 
+SLOW_PROBES_TO_TAKE_OUT = 3
+"""Probes in a row that time out before a replica is taken out; a refused connection or an
+error status takes it out at once. A server busy with other clients' requests can be slow to
+answer `/v1/models` (llama-cpp-python's answers it only between generations: 8 queued requests
+kept it over 5 s in benchmarks/upstream.py), which does not make it dead."""
+
+
 class UpstreamPool:
     """OpenAI-compatible replicas behind one streaming interface (module docstring)."""
 
@@ -295,10 +302,14 @@ class UpstreamPool:
             )
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            if replica.is_healthy:
-                logger.warning("upstream %s failed its health check: %s", replica.url, exc)
+            is_slow = isinstance(exc, httpx.TimeoutException)
+            replica.num_slow_probes = replica.num_slow_probes + 1 if is_slow else 0
+            is_dead = not is_slow or replica.num_slow_probes >= SLOW_PROBES_TO_TAKE_OUT
+            if replica.is_healthy and is_dead:
+                logger.warning("upstream %s failed its health check: %r", replica.url, exc)
                 self.replicas.take_out(replica, f"health check: {type(exc).__name__}")
             return
+        replica.num_slow_probes = 0
         if not replica.is_healthy:
             logger.info("upstream %s is back in service", replica.url)
             self.replicas.take_back(replica)
