@@ -212,6 +212,23 @@ async def test_a_failure_before_the_first_chunk_is_retried_once_on_another_repli
     await pool.aclose()
 
 
+async def test_a_stream_that_dies_after_its_role_chunk_is_retried_elsewhere() -> None:
+    role_only = sse({"role": "assistant"}).split(b"\n\n")[0] + b"\n\n"
+
+    def first_dies(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a":
+            return httpx.Response(200, content=role_only)
+        return httpx.Response(200, content=sse({"content": "from b"}))
+
+    pool = pool_with(first_dies, "http://a", "http://b")
+
+    events, result = await steps.run_step(Chat(UpstreamModel(pool)), message="hi")
+
+    assert result.content == "from b"
+    assert [e.text for e in events if isinstance(e, DeltaEvent)] == ["from b"]
+    await pool.aclose()
+
+
 async def test_a_500_is_retried_once_elsewhere_then_overloaded_and_both_stay_in() -> None:
     hosts: list[str] = []
 

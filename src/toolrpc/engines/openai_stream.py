@@ -53,6 +53,18 @@ def sampling_body(
     return {key: value for key, value in fields.items() if value is not None}
 
 
+def carries_output(chunk: dict[str, Any]) -> bool:
+    """True when `chunk` has generated output: text, a piece of a tool call, or a finish."""
+    for choice in chunk.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta") or {}
+        has_delta = isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls"))
+        if has_delta or choice.get("text") or choice.get("finish_reason"):
+            return True
+    return False
+
+
 def token_usage(usage: object) -> TokenUsage | None:
     """An OpenAI `usage` object as `TokenUsage` (cached from `prompt_tokens_details`)."""
     if not isinstance(usage, dict):

@@ -8,9 +8,9 @@ replica shares one `httpx.AsyncClient`, so connections are pooled and kept alive
 
 Which replica serves a request is engines/replicas.py's decision. What this module adds:
 
-- a request that fails before its first chunk (connection refused or reset, a 5xx, a 429/503,
+- a request that fails before its first token (connection refused or reset, a 5xx, a 429/503,
   a stream that ends before any chunk) is tried once more on another replica; one that fails
-  after its first chunk cannot be replayed (the client has seen text), so it ends with
+  after its first token cannot be replayed (the client has seen text), so it ends with
   `Overloaded`: the client retries and a healthy replica answers;
 - a transport error, a broken stream or a 502/504 takes the replica out (passive check); a
   probe of `GET {replica}/models` every `health_interval_s` takes it back or out (active
@@ -44,6 +44,7 @@ from toolrpc.engines.base import (
 )
 from toolrpc.engines.openai_stream import (
     ReplicaFailed,
+    carries_output,
     refuse,
     sampling_body,
     sse_chunks,
@@ -172,7 +173,7 @@ class UpstreamPool:
         """POST `body` (with `stream: true`) to `path` on a replica; yield each chunk.
 
         Raises `Overloaded` when no replica can take the request, or one failed after its first
-        chunk; `InvalidParams` when the upstream refused the request itself (a 4xx).
+        token; `InvalidParams` when the upstream refused the request itself (a 4xx).
         """
         self.start()
         self._counts["requests"] += 1
@@ -209,16 +210,27 @@ class UpstreamPool:
     async def _stream_from(
         self, replica: Replica, path: str, body: JSONObject
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """The chunks of one attempt on one replica. Raises `ReplicaFailed` for what another
-        replica may serve, `InvalidParams` for what the upstream refused."""
+        """The chunks of one attempt on one replica, in order; a chunk without output (a role
+        chunk, which some servers send before generating; a usage chunk) is held back until the
+        next chunk with output or the end, so a failure before the first token has yielded
+        nothing and the request can be retried elsewhere.
+        Raises `ReplicaFailed` for what another replica may serve, `InvalidParams` for what the
+        upstream refused."""
         replica.num_outstanding += 1
         replica.num_requests += 1
+        held: list[dict[str, Any]] = []
         try:
             async with self._client.stream("POST", replica.url + path, json=body) as response:
                 if response.status_code != 200:
                     await refuse(response)
                 async for chunk in sse_chunks(response):
-                    yield chunk
+                    held.append(chunk)
+                    if carries_output(chunk):
+                        for ready in held:
+                            yield ready
+                        held = []
+            for ready in held:
+                yield ready
         except httpx.HTTPError as exc:
             raise ReplicaFailed(f"{type(exc).__name__}: {exc}", takes_out=True) from exc
         finally:
