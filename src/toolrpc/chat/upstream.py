@@ -31,6 +31,7 @@ from toolrpc.chat.offer import ToolOffer
 from toolrpc.chat.toolcalls import (
     JSON_FALLBACK,
     InvalidToolCall,
+    ParserEvent,
     TextDelta,
     ToolCallFormat,
     ToolCallParsed,
@@ -55,40 +56,65 @@ class UpstreamModel:
         """Generate once under `offer` on a replica (see `ChatModel.generate`). Raises what
         `UpstreamPool.stream` raises (`Overloaded`, `InvalidParams`)."""
         body = chat_body(self.pool.info.model_name, history, offer, options)
-        shows_tools = bool(offer.tools)
-        parser = ToolCallParser(
-            self.call_format, allow_bare_json=shows_tools, hold_whitespace=shows_tools
-        )
-        streamed = _StreamedCalls()
-        text: list[str] = []
-        calls: list[ToolCall] = []
-        reason: FinishReason = "stop"
-        usage = Usage()
+        answer = _Answer(offer, self.call_format)
         key = affinity_key(history)
         async with aclosing(self.pool.stream("/chat/completions", body, key)) as chunks:
             async for chunk in chunks:
-                usage = _usage(chunk.get("usage")) or usage
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    for tool_call in delta.get("tool_calls") or []:
-                        streamed.add(tool_call)
-                    if choice.get("finish_reason") == "length":
-                        reason = "length"
-                    for event in parser.feed(str(delta.get("content") or "")):
-                        if isinstance(event, TextDelta):
-                            if not offer.is_constrained:
-                                text.append(event.text)
-                                yield event.text
-                        elif (call := offer.accept(event)) is not None:
-                            calls.append(call)
-        for event in [*parser.finish(), *streamed.events()]:
+                for text in answer.read(chunk):
+                    yield text
+        for text in answer.finish():
+            yield text
+        yield answer.generation()
+
+
+class _Answer:
+    """One streamed answer as it is read: its text, the calls the offer accepted, why it
+    ended, its usage. Content goes through the tool-call parser (module docstring)."""
+
+    def __init__(self, offer: ToolOffer, call_format: ToolCallFormat) -> None:
+        shows_tools = bool(offer.tools)
+        self.offer = offer
+        self.parser = ToolCallParser(
+            call_format, allow_bare_json=shows_tools, hold_whitespace=shows_tools
+        )
+        self.streamed = _StreamedCalls()
+        self.text: list[str] = []
+        self.calls: list[ToolCall] = []
+        self.reason: FinishReason = "stop"
+        self.usage = Usage()
+
+    def read(self, chunk: dict[str, Any]) -> list[str]:
+        """Read one chunk; the text deltas to pass on."""
+        self.usage = _usage(chunk.get("usage")) or self.usage
+        shown: list[str] = []
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            for tool_call in delta.get("tool_calls") or []:
+                self.streamed.add(tool_call)
+            if choice.get("finish_reason") == "length":
+                self.reason = "length"
+            shown += self._take(self.parser.feed(str(delta.get("content") or "")))
+        return shown
+
+    def finish(self) -> list[str]:
+        """The end of the stream: what the parser held back, and the streamed calls."""
+        return self._take([*self.parser.finish(), *self.streamed.events()])
+
+    def generation(self) -> Generation:
+        """The whole answer."""
+        return Generation("".join(self.text), tuple(self.calls), self.reason, self.usage)
+
+    def _take(self, events: Sequence[ParserEvent]) -> list[str]:
+        """Keep the accepted calls; the text to pass on (none when the offer forces a call)."""
+        shown: list[str] = []
+        for event in events:
             if isinstance(event, TextDelta):
-                if not offer.is_constrained:
-                    text.append(event.text)
-                    yield event.text
-            elif (call := offer.accept(event)) is not None:
-                calls.append(call)
-        yield Generation("".join(text), tuple(calls), reason, usage)
+                if not self.offer.is_constrained:
+                    self.text.append(event.text)
+                    shown.append(event.text)
+            elif (call := self.offer.accept(event)) is not None:
+                self.calls.append(call)
+        return shown
 
 
 def chat_body(
