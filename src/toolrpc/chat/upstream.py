@@ -23,7 +23,6 @@ import hashlib
 import json
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 from toolrpc.chat.model import Generation, GenerationOptions
@@ -196,49 +195,44 @@ def _usage(usage: object) -> Usage | None:
     )
 
 
-@dataclass
-class _PartialCall:
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
 class _StreamedCalls:
     """Streamed `delta.tool_calls` fragments, put together by `index`."""
 
     def __init__(self) -> None:
-        self._calls: dict[int, _PartialCall] = {}
+        self._names: dict[int, str] = {}
+        self._arguments: dict[int, list[str]] = {}
 
     def add(self, fragment: dict[str, Any]) -> None:
         """Add one fragment: its `function.name` (OpenAI sends it once; a name equal to the one
         so far is a repeat, not a piece) and a piece of `function.arguments`."""
         index = fragment.get("index")
-        partial = self._calls.setdefault(
-            index if isinstance(index, int) else len(self._calls), _PartialCall()
-        )
+        if not isinstance(index, int):
+            index = len(self._names)
         function = fragment.get("function") or {}
         name = str(function.get("name") or "")
-        if name != partial.name:  # llama-cpp-python repeats the whole name in every fragment
-            partial.name += name
+        so_far = self._names.setdefault(index, "")
+        if name != so_far:  # llama-cpp-python repeats the whole name in every fragment
+            self._names[index] = so_far + name
         arguments = function.get("arguments")
         if isinstance(arguments, dict):  # a few servers send an object, not a string
             arguments = json.dumps(arguments)
-        partial.arguments.append(str(arguments or ""))
+        self._arguments.setdefault(index, []).append(str(arguments or ""))
 
     def events(self) -> list[ToolCallParsed | InvalidToolCall]:
         """Each call, parsed; a call whose arguments are not a JSON object is invalid."""
         events: list[ToolCallParsed | InvalidToolCall] = []
-        for index, partial in sorted(self._calls.items()):
-            raw = "".join(partial.arguments).strip() or "{}"
+        for index, name in sorted(self._names.items()):
+            raw = "".join(self._arguments[index]).strip() or "{}"
             try:
                 arguments = json.loads(raw)
             except json.JSONDecodeError:
                 events.append(InvalidToolCall(index, raw, "not_json"))
                 continue
-            if not partial.name:
+            if not name:
                 events.append(InvalidToolCall(index, raw, "missing_name"))
                 continue
             if not isinstance(arguments, dict):
                 events.append(InvalidToolCall(index, raw, "arguments_not_object"))
                 continue
-            events.append(ToolCallParsed(index, partial.name, arguments))
+            events.append(ToolCallParsed(index, name, arguments))
         return events
