@@ -103,7 +103,7 @@ def _connect_upstreams(settings: Settings) -> Engine:
         model=settings.model,
         timeout_s=settings.upstream_timeout_s,
         health_interval_s=settings.upstream_health_interval_s,
-        max_outstanding=settings.max_queue,
+        max_outstanding=max(1, settings.max_queue),  # --max-queue 0: one in flight, none waiting
         context_length=settings.ctx_size,
     )
     info, reachable = probe_upstreams(options)
