@@ -60,3 +60,19 @@ def test_grounding_is_off_without_the_router_even_when_asked_for() -> None:
     chat = build_chat(TemplatedEngine(QWEN), Settings(engine="fake", ground_arguments=True))
 
     assert not chat.ground_arguments
+
+
+async def test_an_upstream_pool_gets_the_upstream_model_without_router_or_grounding() -> None:
+    from toolrpc.chat.upstream import UpstreamModel
+    from toolrpc.engines.upstream import UpstreamOptions, UpstreamPool
+
+    pool = UpstreamPool(UpstreamOptions(urls=("http://a:8000/v1",)), EngineInfo("m", 2048))
+    settings = Settings(upstream=["http://a:8000/v1"], tool_router="on", tool_call_format="llama3")
+
+    chat = build_chat(pool, settings)
+
+    assert isinstance(chat.model, UpstreamModel)
+    assert chat.model.call_format == LLAMA3
+    assert chat.router is None
+    assert not chat.ground_arguments
+    await pool.aclose()

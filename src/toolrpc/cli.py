@@ -104,6 +104,15 @@ def add_flag(
         group.add_argument(
             flag, dest=name, action=action, default=argparse.SUPPRESS, help=help_text
         )
+    elif get_origin(value_type) is list:
+        group.add_argument(
+            flag,
+            dest=name,
+            action="append",
+            metavar=metavar or name.upper(),
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
     elif get_origin(value_type) is Literal:
         choices = [str(choice) for choice in get_args(value_type)]
         group.add_argument(
@@ -199,7 +208,11 @@ def serve(settings: Settings) -> int:
     from toolrpc.server.app import create_app
 
     started = time.perf_counter()
-    default = "no model" if settings.engine_kind == "fake" else "the embedded default"
+    # httpx logs every request at INFO: the upstream engine's health checks would flood the log.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    default = {"fake": "no model", "upstream": ", ".join(settings.upstream)}.get(
+        settings.engine_kind, "the embedded default"
+    )
     logger.info("loading the %s engine (%s)", settings.engine_kind, settings.model or default)
     try:
         engine = load_engine(settings)

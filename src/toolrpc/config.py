@@ -16,15 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, FilePath, model_validator
+from pydantic import AliasChoices, Field, FilePath, field_validator, model_validator
 from pydantic.config import JsonDict
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from toolrpc.chat.router import DEFAULT_BIAS
 from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK
 
 EngineKind = Literal["auto", "llama.cpp", "hf", "fake"]
-ServedEngineKind = Literal["llama.cpp", "hf", "fake"]
+ServedEngineKind = Literal["llama.cpp", "hf", "fake", "upstream"]
 ToolCallFormat = Literal["auto", "hermes", "llama3", "mistral", "json"]
 
 FlagGroup = Literal["server", "model", "batching", "tools", "limits and logging"]
@@ -60,6 +60,24 @@ class Settings(BaseSettings):
         description="a GGUF file (llama.cpp), a model folder with config.json or a Hugging "
         "Face id (transformers); also MODEL_ID (default: the embedded SmolLM2-135M-Instruct)",
         json_schema_extra=flag("model", "MODEL"),
+    )
+    upstream: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="an OpenAI-compatible server to generate on (vLLM, SGLang, llama-server, "
+        "...), e.g. http://host:8000/v1; repeat it for replicas (TOOLRPC_UPSTREAM: "
+        "comma-separated); no local model is loaded, --model names the served model "
+        "(default: none, a local model)",
+        json_schema_extra=flag("model", "URL"),
+    )
+    upstream_health_interval_s: Annotated[float, Field(gt=0)] = Field(
+        5.0,
+        description="seconds between health checks of each upstream",
+        json_schema_extra=flag("model", "SECONDS"),
+    )
+    upstream_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        60.0,
+        description="longest an upstream may stay silent (before and between chunks), seconds",
+        json_schema_extra=flag("model", "SECONDS"),
     )
     engine: EngineKind = Field(
         "auto",
@@ -179,10 +197,21 @@ class Settings(BaseSettings):
         json_schema_extra=flag("limits and logging"),
     )
 
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _split_upstreams(cls, value: object) -> object:
+        """`TOOLRPC_UPSTREAM=http://a/v1,http://b/v1` (or one URL) is a list of URLs."""
+        if isinstance(value, str):
+            return [url for url in value.replace(",", " ").split() if url]
+        return value
+
     @property
     def engine_kind(self) -> ServedEngineKind:
-        """`llama.cpp`, `hf` or `fake`: `--engine`, or else from `--model` (`.gguf` or none:
-        llama.cpp, which serves the embedded default; anything else: transformers)."""
+        """`upstream` with `--upstream`; else `llama.cpp`, `hf` or `fake`: `--engine`, or else
+        from `--model` (`.gguf` or none: llama.cpp, which serves the embedded default; anything
+        else: transformers)."""
+        if self.upstream:
+            return "upstream"
         if self.engine != "auto":
             return self.engine
         if self.model is None or self.model.lower().endswith(".gguf"):
@@ -191,10 +220,30 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _flags_fit_together(self) -> Settings:
-        problem = _batch_problem(self) or _model_problem(self) or _hf_only_problem(self)
+        problem = (
+            _upstream_problem(self)
+            or _batch_problem(self)
+            or _model_problem(self)
+            or _hf_only_problem(self)
+        )
         if problem:
             raise ValueError(problem)
         return self
+
+
+def _upstream_problem(settings: Settings) -> str | None:
+    """With `--upstream` no engine is loaded here, so `--engine` must stay `auto`, and every URL
+    must be http(s)."""
+    if not settings.upstream:
+        return None
+    if settings.engine != "auto":
+        return f"--engine {settings.engine}: not with --upstream (the upstreams generate)"
+    bad = next(
+        (url for url in settings.upstream if not url.startswith(("http://", "https://"))), None
+    )
+    if bad is not None:
+        return f"--upstream {bad}: not an http:// or https:// URL"
+    return None
 
 
 def _batch_problem(settings: Settings) -> str | None:
@@ -234,6 +283,8 @@ def _hf_only_problem(settings: Settings) -> str | None:
         return None
     if kind == "fake":
         served = "--engine fake loads no model"
+    elif kind == "upstream":
+        served = "--upstream loads no model"
     elif settings.model is None:
         served = "the embedded default model is a GGUF file, served by llama.cpp"
     else:

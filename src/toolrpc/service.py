@@ -23,10 +23,12 @@ from toolrpc.chat.conversation import Chat, DoneEvent, StepEvent, StepRequest
 from toolrpc.chat.model import GenerationOptions, PromptedModel
 from toolrpc.chat.router import ToolRouter
 from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
-from toolrpc.chat.toolcalls import detect_format, format_named
+from toolrpc.chat.toolcalls import JSON_FALLBACK, detect_format, format_named
 from toolrpc.chat.turn import append_inputs, with_system
+from toolrpc.chat.upstream import UpstreamModel
 from toolrpc.config import Settings
 from toolrpc.engines.base import Engine, SamplingParams
+from toolrpc.engines.upstream import UpstreamPool
 from toolrpc.errors import InvalidParams, ParamError, ToolRpcError
 from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Tool, ToolListResult
 from toolrpc.rpc import Method
@@ -54,6 +56,8 @@ def build_chat(engine: Engine, settings: Settings) -> Chat:
     `--tool-call-format` names one; the tool router on with `--tool-router on`, or `auto` when
     the template cannot render tools; grounding only with the router (it regenerates the
     router's forced calls)."""
+    if isinstance(engine, UpstreamPool):
+        return build_upstream_chat(engine, settings)
     info = engine.info
     template = ChatTemplate(
         info.chat_template or DEFAULT_CHATML_TEMPLATE,
@@ -73,6 +77,19 @@ def build_chat(engine: Engine, settings: Settings) -> Chat:
         router=ToolRouter(engine, bias=settings.tool_router_bias) if use_router else None,
         ground_arguments=use_router and settings.ground_arguments,
     )
+
+
+def build_upstream_chat(pool: UpstreamPool, settings: Settings) -> Chat:
+    """The chat layer over upstream replicas: messages and tools go to the upstream, which
+    renders its own template; content is read with `--tool-call-format` (auto: toolrpc's JSON
+    fallback, which also reads Hermes markup) in case the upstream has no tool parser. No
+    router and no grounding: both need a local engine's scores and grammar."""
+    call_format = (
+        JSON_FALLBACK
+        if settings.tool_call_format == "auto"
+        else format_named(settings.tool_call_format)
+    )
+    return Chat(UpstreamModel(pool, call_format))
 
 
 class ToolRpcService:

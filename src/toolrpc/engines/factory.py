@@ -26,6 +26,8 @@ def load_engine(settings: Settings) -> Engine:
     CLI turns it into one line and exit code 2); `Settings` refuses most of these already.
     """
     kind = settings.engine_kind
+    if kind == "upstream":
+        return _connect_upstreams(settings)
     if kind == "fake":
         from toolrpc.engines.fake import FakeEngine
 
@@ -87,3 +89,25 @@ def _load_hf(settings: Settings, loop_config: LoopConfig) -> Engine:
         trust_remote_code=settings.trust_remote_code,
     )
     return load_hf(options, loop_config)
+
+
+def _connect_upstreams(settings: Settings) -> Engine:
+    """The pool of `--upstream` replicas, after asking each which model it serves.
+
+    Raises `ValueError` (one line) when no upstream answers or none serves `--model`.
+    """
+    from toolrpc.engines.upstream import UpstreamOptions, UpstreamPool, probe_upstreams
+
+    options = UpstreamOptions(
+        urls=tuple(settings.upstream),
+        model=settings.model,
+        timeout_s=settings.upstream_timeout_s,
+        health_interval_s=settings.upstream_health_interval_s,
+        max_outstanding=max(1, settings.max_queue),  # --max-queue 0: one in flight, none waiting
+        context_length=settings.ctx_size,
+    )
+    info, reachable = probe_upstreams(options)
+    logger.info(
+        "upstream model %s on %d of %d replicas", info.model_name, len(reachable), len(options.urls)
+    )
+    return UpstreamPool(options, info, reachable=reachable)

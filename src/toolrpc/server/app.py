@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from toolrpc.config import Settings
 from toolrpc.engines.base import Engine
+from toolrpc.engines.upstream import UpstreamPool
 from toolrpc.errors import BodyTooLarge, ToolRpcError
 from toolrpc.protocol import CreateMessageParams
 from toolrpc.rpc import Dispatcher, error_object, parse_params
@@ -26,6 +27,7 @@ from toolrpc.server.body import read_body
 from toolrpc.server.errors import error_response
 from toolrpc.server.metrics import CONTENT_TYPE, ServerMetrics
 from toolrpc.server.sse import stream_response
+from toolrpc.server.upstream_health import UpstreamCollector, upstream_health
 from toolrpc.service import ToolRpcService
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         logger.info("toolrpc ready: model %s", engine.info.model_name)
+        if isinstance(engine, UpstreamPool):
+            engine.start()
         try:
             yield
         finally:
@@ -62,13 +66,22 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
     app = FastAPI(title="toolrpc", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.toolrpc = state
     metrics = ServerMetrics(engine.stats)
+    if isinstance(engine, UpstreamPool):
+        metrics.registry.register(UpstreamCollector(engine.replica_stats))
 
     @app.get("/health")
     async def health() -> JSONResponse:
         info = engine.info
-        return JSONResponse(
-            {"status": "ok", "model": info.model_name, "context_length": info.context_length}
-        )
+        payload: dict[str, object] = {
+            "status": "ok",
+            "model": info.model_name,
+            "context_length": info.context_length,
+        }
+        status = 200
+        if isinstance(engine, UpstreamPool):
+            status, fields = upstream_health(engine.replica_stats())
+            payload.update(fields)
+        return JSONResponse(payload, status_code=status)
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
