@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import ROOT, free_port
+from toolrpc.testing import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 STARTUP_TIMEOUT_S = 60.0
 POLL_S = 0.05

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import ROOT, RunningServer, start_server, stop_server
-from tests.upstream.processes import Upstream, restart, start_fake, wait_until
+from tests.e2e.conftest import RunningServer, start_server, stop_server
+from tests.upstream.processes import ROOT, Upstream, restart, start_fake, wait_until
 
 WAIT_S = 20.0
 WEATHER = {
