@@ -25,6 +25,7 @@ from toolrpc.rpc import Dispatcher, error_object, parse_params
 from toolrpc.server.body import read_body
 from toolrpc.server.errors import error_response
 from toolrpc.server.metrics import CONTENT_TYPE, ServerMetrics
+from toolrpc.server.playground import add_playground
 from toolrpc.server.sse import stream_response
 from toolrpc.service import ToolRpcService
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
     app = FastAPI(title="toolrpc", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.toolrpc = state
     metrics = ServerMetrics(engine.stats)
+    add_playground(app)
 
     @app.get("/health")
     async def health() -> JSONResponse:
