@@ -33,9 +33,11 @@ from toolrpc.client.tools import ClientTool, raised
 from toolrpc.client.toolset import ToolLike, definitions, runnable_tools
 from toolrpc.client.wire import (
     Options,
+    ServerHealth,
     SseDecoder,
     StepInput,
     ToolChoiceArg,
+    parse_health,
     parse_result,
     rpc_request,
     rpc_result,
@@ -142,6 +144,12 @@ class AsyncClient:
             options or Options(),
         )
         return self._stream(step)
+
+    async def health(self) -> ServerHealth:
+        """`GET /health`: the served model and its context window."""
+        with translated_transport_errors():
+            response = await self._http.get("/health")
+        return parse_health(response.status_code, response.text)
 
     async def tool_list(self) -> list[Tool]:
         """The server's own tools (`--tools FILE`)."""

@@ -32,9 +32,11 @@ from toolrpc.client.tools import ClientTool, FunctionTool, ToolOutcome, raised
 from toolrpc.client.toolset import ToolLike, definitions, runnable_tools
 from toolrpc.client.wire import (
     Options,
+    ServerHealth,
     SseDecoder,
     StepInput,
     ToolChoiceArg,
+    parse_health,
     parse_result,
     rpc_request,
     rpc_result,
@@ -136,6 +138,12 @@ class Client:
             options or Options(),
         )
         return self._stream(step)
+
+    def health(self) -> ServerHealth:
+        """`GET /health`: the served model and its context window."""
+        with translated_transport_errors():
+            response = self._http.get("/health")
+        return parse_health(response.status_code, response.text)
 
     def tool_list(self) -> list[Tool]:
         """The server's own tools (`--tools FILE`)."""

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from toolrpc.client.errors import UnexpectedResponse, error_from_wire
+from toolrpc.client.errors import UnexpectedResponse, error_from_http, error_from_wire
 from toolrpc.client.events import (
     RunResult,
     StepDone,
@@ -104,6 +104,25 @@ class StepInput:
             tool_results=tuple(results),
             tool_choice="auto" if self.tool_choice != "none" else "none",
         )
+
+
+@dataclass(frozen=True)
+class ServerHealth:
+    """`GET /health`: the served model and its context window."""
+
+    model: str
+    context_length: int
+
+
+def parse_health(status: int, text: str) -> ServerHealth:
+    """The `/health` answer. Raises `UnexpectedResponse` when it is not toolrpc's."""
+    try:
+        body = json.loads(text)
+        if status == 200:
+            return ServerHealth(str(body["model"]), int(body["context_length"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UnexpectedResponse(f"not a toolrpc /health answer (HTTP {status})") from exc
+    raise error_from_http(status, body)
 
 
 def rpc_request(method: str, params: dict[str, Any] | None, request_id: int) -> dict[str, Any]:
