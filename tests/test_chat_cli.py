@@ -94,6 +94,7 @@ def test_chat_serves_a_model_in_process_and_its_commands_answer() -> None:
         chat.expect_exact("[system: Be brief.]")
         chat.sendline("/reset")
         chat.expect_exact("[conversation forgotten]")
+        chat.expect_exact("you>")  # Ctrl-D only reaches the prompt once it reads raw keys
         chat.sendeof()
         chat.expect(pexpect.EOF)
     finally:

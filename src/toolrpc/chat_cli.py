@@ -141,13 +141,16 @@ async def answer(
             state.history = list(event.result.history)
 
 
-async def answer_until_interrupted(coroutine: asyncio.Future[None] | asyncio.Task[None]) -> None:
+async def answer_until_interrupted(answering: asyncio.Future[None]) -> None:
     """Await the answer; Ctrl-C (SIGINT) cancels it instead of leaving the program."""
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, coroutine.cancel)
+    loop.add_signal_handler(signal.SIGINT, answering.cancel)
     try:
-        await coroutine
+        await answering
     except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the chat itself is being cancelled, not just this answer
         say("ansiyellow", "\n[stopped]")
     finally:
         loop.remove_signal_handler(signal.SIGINT)

@@ -105,13 +105,13 @@ class Client:
         """One `create_message` step (`/rpc`). Raises `InvalidParams` before sending for params
         the server would refuse."""
         step = StepInput(
-            message,
-            tuple(history),
-            definitions(tools),
-            tuple(tool_results),
-            tool_choice,
-            system,
-            options or Options(),
+            message=message,
+            history=tuple(history),
+            tools=definitions(tools),
+            tool_results=tuple(tool_results),
+            tool_choice=tool_choice,
+            system=system,
+            options=options or Options(),
         )
         return self._create(step)
 
@@ -129,13 +129,13 @@ class Client:
         """One step through `/stream`, event by event. An error before the stream starts is
         raised; one after is the last event (`StreamFailed`)."""
         step = StepInput(
-            message,
-            tuple(history),
-            definitions(tools),
-            tuple(tool_results),
-            tool_choice,
-            system,
-            options or Options(),
+            message=message,
+            history=tuple(history),
+            tools=definitions(tools),
+            tool_results=tuple(tool_results),
+            tool_choice=tool_choice,
+            system=system,
+            options=options or Options(),
         )
         return self._stream(step)
 
@@ -165,13 +165,12 @@ class Client:
         call and its result as they finish."""
         runnable = runnable_tools(tools)
         step = StepInput(
-            message,
-            tuple(history),
-            definitions(tools),
-            (),
-            tool_choice,
-            system,
-            options or Options(),
+            message=message,
+            history=tuple(history),
+            tools=definitions(tools),
+            tool_choice=tool_choice,
+            system=system,
+            options=options or Options(),
         )
         log = run_log(step.options)
         while True:
@@ -200,13 +199,12 @@ class Client:
         and last `RunDone`. Raises the server's error when a step fails mid-stream."""
         runnable = runnable_tools(tools)
         step = StepInput(
-            message,
-            tuple(history),
-            definitions(tools),
-            (),
-            tool_choice,
-            system,
-            options or Options(),
+            message=message,
+            history=tuple(history),
+            tools=definitions(tools),
+            tool_choice=tool_choice,
+            system=system,
+            options=options or Options(),
         )
         log = run_log(step.options)
         while True:
