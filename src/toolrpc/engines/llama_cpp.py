@@ -36,6 +36,7 @@ from toolrpc.engines.base import (
     SamplingParams,
 )
 from toolrpc.engines.batched import BatchedEngine
+from toolrpc.engines.default_model import served_name
 from toolrpc.generation import ContinuationScore
 from toolrpc.scheduling.loop import LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk, TokenSampler
@@ -119,7 +120,7 @@ class LlamaCppRunner:
 
     def info(self) -> EngineInfo:
         """Model name, context length and the chat template from the GGUF metadata."""
-        name = self._metadata.get("general.name") or self.options.model_path.stem
+        name = served_name(self.options.model_path, self._metadata.get("general.name"))
         eos = llama_cpp.llama_vocab_eos(self._vocab)
         return EngineInfo(
             model_name=name,

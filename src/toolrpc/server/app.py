@@ -26,6 +26,7 @@ from toolrpc.rpc import Dispatcher, error_object, parse_params
 from toolrpc.server.body import read_body
 from toolrpc.server.errors import error_response
 from toolrpc.server.metrics import CONTENT_TYPE, ServerMetrics
+from toolrpc.server.playground import add_playground
 from toolrpc.server.sse import stream_response
 from toolrpc.server.upstream_health import UpstreamCollector, upstream_health
 from toolrpc.service import ToolRpcService
@@ -68,6 +69,7 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
     metrics = ServerMetrics(engine.stats)
     if isinstance(engine, UpstreamPool):
         metrics.registry.register(UpstreamCollector(engine.replica_stats))
+    add_playground(app)
 
     @app.get("/health")
     async def health() -> JSONResponse:

@@ -1,0 +1,309 @@
+"""`Client`: toolrpc's protocol and the tool loop for plain (sync) code.
+
+The parallel of `AsyncClient` (the same methods, not awaited). The calls of one round run one
+after another in the caller's thread; an async tool runs in a fresh event loop, so a `Client`
+is not for code already inside one (use `AsyncClient` there, and for MCP tools).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from toolrpc.client.async_client import DEFAULT_TIMEOUT_S, DEFAULT_URL
+from toolrpc.client.errors import ServerUnreachable, error_from_http, translated_transport_errors
+from toolrpc.client.events import (
+    RunDone,
+    RunEvent,
+    RunResult,
+    StepDone,
+    StreamEvent,
+    StreamFailed,
+    ToolExchange,
+)
+from toolrpc.client.retry import NO_RETRY, Retry
+from toolrpc.client.tools import ClientTool, FunctionTool, ToolOutcome, raised
+from toolrpc.client.toolset import ToolLike, definitions, runnable_tools
+from toolrpc.client.wire import (
+    Options,
+    ServerHealth,
+    SseDecoder,
+    StepInput,
+    ToolChoiceArg,
+    parse_health,
+    parse_result,
+    rpc_request,
+    rpc_result,
+    run_log,
+    tool_result,
+    unknown_tool,
+)
+from toolrpc.errors import Overloaded
+from toolrpc.protocol import (
+    CreateMessageResult,
+    Message,
+    Tool,
+    ToolCall,
+    ToolListResult,
+    ToolResult,
+)
+
+
+class Client:
+    """A client of one toolrpc server (see the package docstring). Use it as a context
+    manager, or call `close`. Every method raises the `toolrpc.errors` class of the server's
+    error, and `ServerUnreachable` when the server cannot be reached."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retry: Retry = NO_RETRY,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+        self._retry = retry
+        self._next_id = 0
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def create_message(
+        self,
+        message: str | None = None,
+        *,
+        history: Sequence[Message] = (),
+        tools: Sequence[ToolLike] | None = None,
+        tool_results: Sequence[ToolResult] = (),
+        tool_choice: ToolChoiceArg = "auto",
+        system: str | None = None,
+        options: Options | None = None,
+    ) -> CreateMessageResult:
+        """One `create_message` step (`/rpc`). Raises `InvalidParams` before sending for params
+        the server would refuse."""
+        step = StepInput(
+            message=message,
+            history=tuple(history),
+            tools=definitions(tools),
+            tool_results=tuple(tool_results),
+            tool_choice=tool_choice,
+            system=system,
+            options=options or Options(),
+        )
+        return self._create(step)
+
+    def stream(
+        self,
+        message: str | None = None,
+        *,
+        history: Sequence[Message] = (),
+        tools: Sequence[ToolLike] | None = None,
+        tool_results: Sequence[ToolResult] = (),
+        tool_choice: ToolChoiceArg = "auto",
+        system: str | None = None,
+        options: Options | None = None,
+    ) -> Generator[StreamEvent, None, None]:
+        """One step through `/stream`, event by event. An error before the stream starts is
+        raised; one after is the last event (`StreamFailed`)."""
+        step = StepInput(
+            message=message,
+            history=tuple(history),
+            tools=definitions(tools),
+            tool_results=tuple(tool_results),
+            tool_choice=tool_choice,
+            system=system,
+            options=options or Options(),
+        )
+        return self._stream(step)
+
+    def health(self) -> ServerHealth:
+        """`GET /health`: the served model and its context window."""
+        with translated_transport_errors():
+            response = self._http.get("/health")
+        return parse_health(response.status_code, response.text)
+
+    def tool_list(self) -> list[Tool]:
+        """The server's own tools (`--tools FILE`)."""
+        return ToolListResult.model_validate(self._call("tool_list", None)).tools
+
+    def run(
+        self,
+        message: str,
+        *,
+        tools: Sequence[ToolLike] | None = None,
+        history: Sequence[Message] = (),
+        tool_choice: ToolChoiceArg = "auto",
+        system: str | None = None,
+        options: Options | None = None,
+        on_exchange: Callable[[ToolExchange], None] | None = None,
+    ) -> RunResult:
+        """Run the turn to its final answer: send `message`, run each call the model asks for,
+        send the results back, until the server answers with text. `on_exchange` sees each
+        call and its result as they finish."""
+        runnable = runnable_tools(tools)
+        step = StepInput(
+            message=message,
+            history=tuple(history),
+            tools=definitions(tools),
+            tool_choice=tool_choice,
+            system=system,
+            options=options or Options(),
+        )
+        log = run_log(step.options)
+        while True:
+            result = self._create(step)
+            log.add_step(result)
+            if isinstance(result.content, str):
+                return log.finish()
+            exchanges = run_calls(result.content, runnable)
+            for exchange in exchanges:
+                log.exchanges.append(exchange)
+                if on_exchange is not None:
+                    on_exchange(exchange)
+            step = step.next_step(result, [exchange.result for exchange in exchanges])
+
+    def run_stream(
+        self,
+        message: str,
+        *,
+        tools: Sequence[ToolLike] | None = None,
+        history: Sequence[Message] = (),
+        tool_choice: ToolChoiceArg = "auto",
+        system: str | None = None,
+        options: Options | None = None,
+    ) -> Generator[RunEvent, None, None]:
+        """`run` through `/stream`: yields each step's events, a `ToolExchange` per call run,
+        and last `RunDone`. Raises the server's error when a step fails mid-stream."""
+        runnable = runnable_tools(tools)
+        step = StepInput(
+            message=message,
+            history=tuple(history),
+            tools=definitions(tools),
+            tool_choice=tool_choice,
+            system=system,
+            options=options or Options(),
+        )
+        log = run_log(step.options)
+        while True:
+            result: CreateMessageResult | None = None
+            with closing(self._stream(step)) as events:
+                for event in events:
+                    if isinstance(event, StreamFailed):
+                        raise event.error
+                    yield event
+                    if isinstance(event, StepDone):
+                        result = event.result
+            if result is None:
+                raise ServerUnreachable("the stream ended without a result")
+            log.add_step(result)
+            if isinstance(result.content, str):
+                yield RunDone(log.finish())
+                return
+            exchanges = run_calls(result.content, runnable)
+            for exchange in exchanges:
+                log.exchanges.append(exchange)
+                yield exchange
+            step = step.next_step(result, [exchange.result for exchange in exchanges])
+
+    def _create(self, step: StepInput) -> CreateMessageResult:
+        return parse_result(self._call("create_message", step.body()))
+
+    def _call(self, method: str, params: dict[str, Any] | None) -> Any:
+        attempt = 1
+        while True:
+            try:
+                return self._post_rpc(method, params)
+            except Overloaded as exc:
+                wait_s = self._retry.wait_s(exc, attempt)
+                if wait_s is None:
+                    raise
+                time.sleep(wait_s)
+                attempt += 1
+
+    def _post_rpc(self, method: str, params: dict[str, Any] | None) -> Any:
+        self._next_id += 1
+        with translated_transport_errors():
+            response = self._http.post("/rpc", json=rpc_request(method, params, self._next_id))
+        return rpc_result(response.status_code, response.text)
+
+    def _stream(self, step: StepInput) -> Generator[StreamEvent, None, None]:
+        body = step.body()
+        attempt = 1
+        while True:
+            try:
+                yield from self._stream_once(body)
+                return
+            except Overloaded as exc:
+                wait_s = self._retry.wait_s(exc, attempt)
+                if wait_s is None:
+                    raise
+                time.sleep(wait_s)
+                attempt += 1
+
+    def _stream_once(self, body: dict[str, Any]) -> Generator[StreamEvent, None, None]:
+        decoder = SseDecoder()
+        with (
+            translated_transport_errors(),
+            self._http.stream("POST", "/stream", json=body) as response,
+        ):
+            if response.status_code != 200:
+                response.read()
+                raise error_from_http(response.status_code, _json_or_none(response))
+            for line in response.iter_lines():
+                event = decoder.feed(line)
+                if event is not None:
+                    yield event
+                    if isinstance(event, StepDone | StreamFailed):
+                        return
+        last = decoder.feed("")
+        if not isinstance(last, StepDone | StreamFailed):
+            raise ServerUnreachable("the stream ended without a result")
+        yield last
+
+
+def run_calls(calls: Sequence[ToolCall], tools: dict[str, ClientTool]) -> list[ToolExchange]:
+    """Run one round's calls in order; each exchange pairs a call with its result."""
+    return [
+        ToolExchange(call, tool_result(call, _invoke(call, tools.get(call.name)))) for call in calls
+    ]
+
+
+def _invoke(call: ToolCall, tool: ClientTool | None) -> ToolOutcome:
+    if tool is None:
+        return unknown_tool(call)
+    if isinstance(tool, FunctionTool):
+        return tool.invoke_sync(call.arguments)
+    try:
+        return asyncio.run(tool.invoke(call.arguments))
+    except Exception as exc:  # a ClientTool that broke its promise not to raise
+        return raised(exc)
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
