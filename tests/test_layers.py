@@ -182,3 +182,19 @@ def test_chat_and_scheduling_are_given_values_and_never_read_the_settings() -> N
     # config imports their constants, so an import of config from them would also be a cycle.
     assert violations("toolrpc.chat", ["toolrpc.config"]) == []
     assert violations("toolrpc.scheduling", ["toolrpc.config"]) == []
+
+
+def test_the_openai_wire_models_sit_beside_protocol_and_import_only_shared_shapes() -> None:
+    # openai_protocol.py holds OpenAI's wire shapes (/v1) the way protocol.py holds toolrpc's:
+    # the server's /v1 routes and the upstream engine's client both use it, so it may import
+    # only the shapes below it, nothing that serves or generates.
+    allowed = ["toolrpc.protocol", "toolrpc.types", "toolrpc.errors"]
+    found = [
+        str(imp)
+        for imp in ALL_IMPORTS
+        if imp.module == "toolrpc.openai_protocol"
+        and is_within(imp.target, "toolrpc")
+        and not any(is_within(imp.target, a) for a in allowed)
+    ]
+    assert found == []
+    assert violations("toolrpc.openai_protocol", ["fastapi", "starlette"]) == []

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         "Face id (transformers); also MODEL_ID (default: the embedded SmolLM2-135M-Instruct)",
         json_schema_extra=flag("model", "MODEL"),
     )
+    served_model_name: str | None = Field(
+        None,
+        description="the model's name on /v1 (the `model` clients send; default: the model "
+        "file's or id's name)",
+        json_schema_extra=flag("model", "NAME"),
+    )
     engine: EngineKind = Field(
         "auto",
         description="auto (from --model), llama.cpp, hf, or fake (scripted, no model)",

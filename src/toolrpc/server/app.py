@@ -1,4 +1,5 @@
-"""The HTTP application: `/rpc`, `/stream`, `/health`, `/metrics` (FastAPI lives only here).
+"""The HTTP application: `/rpc`, `/stream`, `/v1` (OpenAI-compatible, server/openai),
+`/health`, `/metrics` (FastAPI lives only here).
 
 `create_app(settings, engine=...)` builds the service over a loaded engine
 (`ToolRpcService.from_settings`, the composition root) and keeps it on `app.state`; nothing is
@@ -25,6 +26,7 @@ from toolrpc.rpc import Dispatcher, error_object, parse_params
 from toolrpc.server.body import read_body
 from toolrpc.server.errors import error_response
 from toolrpc.server.metrics import CONTENT_TYPE, ServerMetrics
+from toolrpc.server.openai import add_openai_routes
 from toolrpc.server.sse import stream_response
 from toolrpc.service import ToolRpcService
 
@@ -73,6 +75,14 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
     @app.get("/metrics")
     async def metrics_text() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    add_openai_routes(
+        app,
+        service,
+        metrics,
+        served_model=settings.served_model_name or engine.info.model_name,
+        max_body_bytes=settings.max_body_bytes,
+    )
 
     @app.post("/rpc")
     async def rpc(request: Request) -> Response:
