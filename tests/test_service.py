@@ -9,7 +9,7 @@ from toolrpc.chat.toolcalls import HERMES, JSON_FALLBACK, LLAMA3
 from toolrpc.config import Settings
 from toolrpc.engines.base import EngineInfo
 from toolrpc.engines.fake import FakeEngine
-from toolrpc.service import build_chat
+from toolrpc.service import build_chat, served_model_name
 
 QWEN = (Path(__file__).parent / "chat" / "golden" / "qwen2_5.jinja").read_text(encoding="utf-8")
 
@@ -60,3 +60,15 @@ def test_grounding_is_off_without_the_router_even_when_asked_for() -> None:
     chat = build_chat(TemplatedEngine(QWEN), Settings(engine="fake", ground_arguments=True))
 
     assert not chat.ground_arguments
+
+
+def test_the_served_model_name_is_the_flag_else_the_models_own_name(tmp_path: Path) -> None:
+    gguf = tmp_path / "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+    gguf.write_bytes(b"")
+    engine = FakeEngine()
+
+    assert served_model_name(engine, Settings(served_model_name="smol")) == "smol"
+    assert served_model_name(engine, Settings(model=str(gguf))) == "qwen2.5-0.5b-instruct-q4_k_m"
+    assert served_model_name(engine, Settings(model="Qwen/Qwen2.5-0.5B")) == "Qwen/Qwen2.5-0.5B"
+    assert served_model_name(engine, Settings()) == "SmolLM2-135M-Instruct.Q4_1"
+    assert served_model_name(engine, Settings(engine="fake")) == "fake"

@@ -30,6 +30,7 @@ from toolrpc.chat.toolcalls import detect_format, format_named
 from toolrpc.chat.turn import append_inputs, with_system
 from toolrpc.config import Settings
 from toolrpc.engines.base import Chunk, Engine, GenerationRequest, SamplingParams
+from toolrpc.engines.default_model import FILENAME as EMBEDDED_MODEL_FILENAME
 from toolrpc.errors import InvalidParams, ParamError, ToolRpcError
 from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Tool, ToolListResult
 from toolrpc.rpc import Method
@@ -49,6 +50,23 @@ def load_tools(path: Path) -> list[Tool]:
         return _TOOLS.validate_python(data)
     except (OSError, json.JSONDecodeError, ValidationError) as exc:
         raise ValueError(f"cannot read tools from {path}: {exc}") from exc
+
+
+def served_model_name(engine: Engine, settings: Settings) -> str:
+    """The model's name on `/v1`: `--served-model-name`, else the name `--model` gave it (a
+    file's name without `.gguf`, a folder's name, a Hugging Face id as written), else the
+    embedded model's file name, else the engine's own name (`fake`). Not the GGUF's
+    `general.name`: it has spaces and says nothing a client would type."""
+    if settings.served_model_name:
+        return settings.served_model_name
+    if settings.model is not None:
+        path = Path(settings.model)
+        if path.is_file():
+            return path.name.removesuffix(".gguf")
+        return path.name if path.is_dir() else settings.model
+    if settings.engine_kind == "llama.cpp":
+        return EMBEDDED_MODEL_FILENAME.removesuffix(".gguf")
+    return engine.info.model_name
 
 
 def build_chat(engine: Engine, settings: Settings) -> Chat:

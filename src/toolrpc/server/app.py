@@ -28,7 +28,7 @@ from toolrpc.server.errors import error_response
 from toolrpc.server.metrics import CONTENT_TYPE, ServerMetrics
 from toolrpc.server.openai import add_openai_routes
 from toolrpc.server.sse import stream_response
-from toolrpc.service import ToolRpcService
+from toolrpc.service import ToolRpcService, served_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
         app,
         service,
         metrics,
-        served_model=settings.served_model_name or engine.info.model_name,
+        served_model=served_model_name(engine, settings),
         max_body_bytes=settings.max_body_bytes,
     )
 

@@ -31,10 +31,12 @@ WEATHER: Any = {
 
 
 def v1_app(engine: FakeEngine, settings: Settings | None = None) -> FastAPI:
-    """An app over `engine`, the tool router off (these tests script the model)."""
+    """An app over `engine` served as `fake` (`--engine fake`), the tool router off (these
+    tests script the model)."""
     settings = settings or Settings()
-    if "tool_router" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"tool_router": "off"})
+    for name, value in (("tool_router", "off"), ("engine", "fake")):
+        if name not in settings.model_fields_set:
+            settings = settings.model_copy(update={name: value})
     return create_app(settings, engine=engine)
 
 
