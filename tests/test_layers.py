@@ -196,3 +196,19 @@ def test_the_client_speaks_only_the_wire_protocol() -> None:
         and not any(is_within(imp.target, a) for a in allowed)
     ]
     assert found == []
+
+
+def test_the_openai_wire_models_sit_beside_protocol_and_import_only_shared_shapes() -> None:
+    # openai_protocol/ holds OpenAI's wire shapes (/v1) the way protocol.py holds toolrpc's:
+    # the server's /v1 routes and the upstream engine's client both use it, so it may import
+    # only the shapes below it, nothing that serves or generates.
+    allowed = ["toolrpc.openai_protocol", "toolrpc.protocol", "toolrpc.types", "toolrpc.errors"]
+    found = [
+        str(imp)
+        for imp in ALL_IMPORTS
+        if is_within(imp.module, "toolrpc.openai_protocol")
+        and is_within(imp.target, "toolrpc")
+        and not any(is_within(imp.target, a) for a in allowed)
+    ]
+    assert found == []
+    assert violations("toolrpc.openai_protocol", ["fastapi", "starlette"]) == []

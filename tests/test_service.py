@@ -9,7 +9,7 @@ from toolrpc.chat.toolcalls import HERMES, JSON_FALLBACK, LLAMA3
 from toolrpc.config import Settings
 from toolrpc.engines.base import EngineInfo
 from toolrpc.engines.fake import FakeEngine
-from toolrpc.service import build_chat
+from toolrpc.service import build_chat, served_model_name
 
 QWEN = (Path(__file__).parent / "chat" / "golden" / "qwen2_5.jinja").read_text(encoding="utf-8")
 
@@ -76,3 +76,15 @@ async def test_an_upstream_pool_gets_the_upstream_model_without_router_or_ground
     assert chat.router is None
     assert not chat.ground_arguments
     await pool.aclose()
+
+
+def test_the_served_model_name_is_the_flag_else_the_models_own_name(tmp_path: Path) -> None:
+    gguf = tmp_path / "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+    gguf.write_bytes(b"")
+    engine = FakeEngine()
+
+    assert served_model_name(engine, Settings(served_model_name="smol")) == "smol"
+    assert served_model_name(engine, Settings(model=str(gguf))) == "qwen2.5-0.5b-instruct-q4_k_m"
+    assert served_model_name(engine, Settings(model="Qwen/Qwen2.5-0.5B")) == "Qwen/Qwen2.5-0.5B"
+    assert served_model_name(engine, Settings()) == "SmolLM2-135M-Instruct"
+    assert served_model_name(engine, Settings(engine="fake")) == "fake"

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         description="longest an upstream may stay silent (before and between chunks), seconds",
         json_schema_extra=flag("model", "SECONDS"),
     )
+    served_model_name: str | None = Field(
+        None,
+        description="the model's name on /v1 (the `model` clients send; default: the model "
+        "file's or id's name)",
+        json_schema_extra=flag("model", "NAME"),
+    )
     engine: EngineKind = Field(
         "auto",
         description="auto (from --model), llama.cpp, hf, or fake (scripted, no model)",

@@ -4,8 +4,10 @@ Every error a client can cause, and every failure the server reports, is a subcl
 `ToolRpcError`. Each class knows its JSON-RPC code (docs/protocol.md) and the HTTP status used
 where the transport is plain HTTP (`/stream` before the stream starts, a body over the limit).
 The mapping to a wire format lives in one function per format (`rpc.error_object` for
-JSON-RPC, `server.errors.error_response` for plain HTTP), so no layer below the server ever
-builds an error response itself.
+JSON-RPC, `server.errors.error_response` for plain HTTP, `server.openai.errors.openai_error`
+for `/v1`), so no layer below the server ever builds an error response itself. For `/v1` each
+class also knows OpenAI's error `type` and `code` and, where a client of that API expects
+another status (params: 400, not 422), its `openai_status`.
 
     ToolRpcError                  -32603 / 500  (internal: a bug, never for bad input)
     ├── ParseError                -32700 / 400
@@ -18,7 +20,8 @@ builds an error response itself.
     ├── ContextLengthExceeded     -32002 / 400  (data: prompt_tokens, context_length)
     ├── GenerationCancelled       -32003 / 408
     ├── SessionNotFound           -32004 / 404
-    └── ToolProtocolError         -32005 / 400
+    ├── ToolProtocolError         -32005 / 400
+    └── ModelNotFound             -32006 / 404  (/v1: a `model` the server does not serve)
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class ToolRpcError(Exception):
 
     code: ClassVar[int] = -32603
     http_status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+    openai_code: ClassVar[str | None] = None
+    openai_status: ClassVar[int | None] = None
+    """The HTTP status on `/v1` when it is not `http_status`."""
 
     def __init__(self, message: str, data: JSONValue = None) -> None:
         super().__init__(message)
@@ -61,6 +68,7 @@ class ParseError(ToolRpcError):
 
     code = -32700
     http_status = 400
+    openai_type = "invalid_request_error"
 
 
 class InvalidRequest(ToolRpcError):
@@ -68,6 +76,7 @@ class InvalidRequest(ToolRpcError):
 
     code = -32600
     http_status = 400
+    openai_type = "invalid_request_error"
 
 
 class BodyTooLarge(InvalidRequest):
@@ -81,6 +90,8 @@ class MethodNotFound(ToolRpcError):
 
     code = -32601
     http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "not_found"
 
 
 class InvalidParams(ToolRpcError):
@@ -88,6 +99,8 @@ class InvalidParams(ToolRpcError):
 
     code = -32602
     http_status = 422
+    openai_type = "invalid_request_error"
+    openai_status = 400
 
     def __init__(self, message: str, errors: Sequence[ParamError] = ()) -> None:
         super().__init__(message, [e.to_json() for e in errors] if errors else None)
@@ -105,6 +118,7 @@ class Overloaded(ToolRpcError):
 
     code = -32000
     http_status = 503
+    openai_code = "overloaded"
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message, {"retry_after_s": retry_after_s})
@@ -116,6 +130,8 @@ class Unauthorized(ToolRpcError):
 
     code = -32001
     http_status = 401
+    openai_type = "authentication_error"
+    openai_code = "invalid_api_key"
 
 
 class ContextLengthExceeded(ToolRpcError):
@@ -123,6 +139,8 @@ class ContextLengthExceeded(ToolRpcError):
 
     code = -32002
     http_status = 400
+    openai_type = "invalid_request_error"
+    openai_code = "context_length_exceeded"
 
     def __init__(self, prompt_tokens: int, context_length: int) -> None:
         super().__init__(
@@ -138,6 +156,7 @@ class GenerationCancelled(ToolRpcError):
 
     code = -32003
     http_status = 408
+    openai_type = "timeout_error"
 
 
 class SessionNotFound(ToolRpcError):
@@ -145,6 +164,7 @@ class SessionNotFound(ToolRpcError):
 
     code = -32004
     http_status = 404
+    openai_type = "invalid_request_error"
 
 
 class ToolProtocolError(ToolRpcError):
@@ -152,3 +172,13 @@ class ToolProtocolError(ToolRpcError):
 
     code = -32005
     http_status = 400
+    openai_type = "invalid_request_error"
+
+
+class ModelNotFound(ToolRpcError):
+    """`/v1`: the request names a model this server does not serve (as vLLM answers one)."""
+
+    code = -32006
+    http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "model_not_found"

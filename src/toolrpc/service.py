@@ -3,7 +3,9 @@
 `ToolRpcService` applies the server's limits and defaults (its tools, the cap on
 `max_new_tokens`) to a request, turns it into the conversation a chat step continues, and hands
 it to the chat layer. `/rpc` reaches it through the JSON-RPC dispatcher (`methods()`), `/stream`
-through `stream_message`.
+through `stream_message`; `/v1/chat/completions` builds its own `StepRequest` and runs it
+through `step`, and `/v1/completions` continues a plain prompt through `complete_text` (no chat
+template, no tools: the engine's `generate`).
 
 It is also the composition root of the layers below it: `ToolRpcService.from_settings` decides
 what is wired to what (the model's chat template, the tool router on when that template has no
@@ -12,6 +14,7 @@ tool format of its own, grounding only with the router), so the HTTP layer only 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
@@ -27,7 +30,8 @@ from toolrpc.chat.toolcalls import JSON_FALLBACK, detect_format, format_named
 from toolrpc.chat.turn import append_inputs, with_system
 from toolrpc.chat.upstream import UpstreamModel
 from toolrpc.config import Settings
-from toolrpc.engines.base import Engine, SamplingParams
+from toolrpc.engines.base import Chunk, Engine, GenerationRequest, SamplingParams
+from toolrpc.engines.default_model import DISPLAY_NAME as EMBEDDED_MODEL_NAME
 from toolrpc.engines.upstream import UpstreamPool
 from toolrpc.errors import InvalidParams, ParamError, ToolRpcError
 from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Tool, ToolListResult
@@ -48,6 +52,24 @@ def load_tools(path: Path) -> list[Tool]:
         return _TOOLS.validate_python(data)
     except (OSError, json.JSONDecodeError, ValidationError) as exc:
         raise ValueError(f"cannot read tools from {path}: {exc}") from exc
+
+
+def served_model_name(engine: Engine, settings: Settings) -> str:
+    """The model's name on `/v1`: `--served-model-name`, else the name `--model` gave it (a
+    file's name without `.gguf`, a folder's name, a Hugging Face id as written), else the
+    embedded model's name (SmolLM2-135M-Instruct, as /health says), else the engine's own name
+    (`fake`). Not a GGUF's `general.name`: it may have spaces and say nothing a client would
+    type."""
+    if settings.served_model_name:
+        return settings.served_model_name
+    if settings.model is not None:
+        path = Path(settings.model)
+        if path.is_file():
+            return path.name.removesuffix(".gguf")
+        return path.name if path.is_dir() else settings.model
+    if settings.engine_kind == "llama.cpp":
+        return EMBEDDED_MODEL_NAME
+    return engine.info.model_name
 
 
 def build_chat(engine: Engine, settings: Settings) -> Chat:
@@ -96,11 +118,17 @@ class ToolRpcService:
     """create_message / tool_list / streaming over one `Chat`."""
 
     def __init__(
-        self, chat: Chat, *, tools: Sequence[Tool] = (), max_new_tokens_limit: int = 2048
+        self,
+        chat: Chat,
+        *,
+        tools: Sequence[Tool] = (),
+        max_new_tokens_limit: int = 2048,
+        engine: Engine | None = None,
     ) -> None:
         self.chat = chat
         self.tools = list(tools)
         self.max_new_tokens_limit = max_new_tokens_limit
+        self.engine = engine
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings) -> ToolRpcService:
@@ -113,6 +141,7 @@ class ToolRpcService:
             build_chat(engine, settings),
             tools=tools,
             max_new_tokens_limit=settings.max_new_tokens_limit,
+            engine=engine,
         )
 
     def methods(self) -> list[Method]:
@@ -138,6 +167,31 @@ class ToolRpcService:
                 [ParamError(("session_id",), "sessions are not enabled")],
             )
         return self.chat.step(self.step_request(params))
+
+    def step(self, request: StepRequest) -> AsyncGenerator[StepEvent, None]:
+        """Run a step built by a caller of its own (`/v1`), with the server's token cap."""
+        options = request.options
+        capped = min(options.max_new_tokens, self.max_new_tokens_limit)
+        if capped != options.max_new_tokens:
+            options = dataclasses.replace(options, max_new_tokens=capped)
+            request = dataclasses.replace(request, options=options)
+        return self.chat.step(request)
+
+    def complete_text(self, prompt: str, options: GenerationOptions) -> AsyncGenerator[Chunk, None]:
+        """Continue `prompt` as it is (no chat template, no tools), capped like a step.
+
+        Raises `ToolRpcError` when the service was built without an engine, and what the
+        engine raises (`ContextLengthExceeded`, `Overloaded`, ...).
+        """
+        if self.engine is None:
+            raise ToolRpcError("this service has no engine for plain-text completions")
+        request = GenerationRequest(
+            prompt=prompt,
+            max_new_tokens=min(options.max_new_tokens, self.max_new_tokens_limit),
+            sampling=options.sampling,
+            stop=options.stop,
+        )
+        return self.engine.generate(request)
 
     def step_request(self, params: CreateMessageParams) -> StepRequest:
         """The chat step `params` ask for, with the server's limits and tools applied.

@@ -32,7 +32,7 @@ from toolrpc.chat.offer import ToolOffer, offer_tools
 from toolrpc.chat.router import ToolRouter
 from toolrpc.chat.turn import Turn
 from toolrpc.protocol import CreateMessageResult, Message, Tool, ToolCall, ToolChoice, Usage
-from toolrpc.types import FinishReason
+from toolrpc.types import FinishReason, JSONObject
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ class StepRequest:
     tool_choice: ToolChoice = "auto"
     max_iterations: int = 5
     options: GenerationOptions = field(default_factory=GenerationOptions)
+    answer_schema: JSONObject | None = None
+    """The JSON Schema a text answer must satisfy (OpenAI's `response_format`); enforced when
+    the generation shows no tools (chat/offer.py says why)."""
+    parallel_tool_calls: bool = True
+    """False: the step returns at most one call."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,14 @@ class Chat:
     async def _offer(self, request: StepRequest, turn: Turn) -> ToolOffer:
         """The offer for the first generation: tool_choice, the round limit, the router's
         decision and, with grounding, the bounds of a forced call's free-text values."""
-        offer = offer_tools(request.tool_choice, request.tools, turn, request.max_iterations)
+        offer = offer_tools(
+            request.tool_choice,
+            request.tools,
+            turn,
+            request.max_iterations,
+            answer_schema=request.answer_schema,
+            allows_parallel_calls=request.parallel_tool_calls,
+        )
         if self.router is not None and offer.tools:
             may_answer = not offer.is_constrained
             decision = await self.router.decide(turn, offer.tools, may_answer=may_answer)
@@ -167,7 +179,8 @@ class Chat:
         text follows `first`'s (kept apart by a blank line), its usage adds to `first`'s."""
         separator = "\n\n" if first.text.strip() else ""
         answer = first
-        async for item in self.model.generate(guarded(history), ToolOffer(), request.options):
+        answer_offer = ToolOffer(answer_schema=request.answer_schema)
+        async for item in self.model.generate(guarded(history), answer_offer, request.options):
             if isinstance(item, str):
                 if separator:
                     yield separator

@@ -77,7 +77,8 @@ class PromptedModel:
         self, history: Sequence[Message], offer: ToolOffer, options: GenerationOptions
     ) -> AsyncGenerator[str | Generation, None]:
         """Generate once under `offer` (see `ChatModel.generate`). The prompt shows the offer's
-        tools; a constrained output is a call or nothing (cut short), never text."""
+        tools; a constrained output is a call or nothing (cut short), never text. Without
+        `offer.allows_parallel_calls` only the first accepted call is kept."""
         request = GenerationRequest(
             prompt=render_prompt(self.template, history, offer.tools),
             max_new_tokens=options.max_new_tokens,
@@ -110,6 +111,8 @@ class PromptedModel:
                         if not offer.is_constrained:
                             text.append(event.text)
                             yield event.text
-                    elif (call := offer.accept(event)) is not None:
+                    elif (offer.allows_parallel_calls or not calls) and (
+                        call := offer.accept(event)
+                    ) is not None:
                         calls.append(call)
         yield Generation("".join(text), tuple(calls), reason, usage)

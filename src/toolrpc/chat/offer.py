@@ -13,6 +13,14 @@ A step builds its offer here, in this order:
 3. `ToolOffer.narrowed`: grounding's bounds (chat/grounding.py) applied to the constraint's
    schemas; the second, grounded pass narrows it again.
 
+Two properties of a request travel with the offer, so that every generation of a step honours
+them: `answer_schema` (OpenAI's `response_format`), the JSON Schema a text answer must satisfy,
+and `allows_parallel_calls` (OpenAI's `parallel_tool_calls`). The answer schema constrains a
+generation only when the offer shows no tools (no tools, `tool_choice: "none"`, the round limit,
+the router chose to answer, the loop guard's answer): with tools shown the model must stay free
+to call one (`auto`) or is held to a call (`required`, a named tool), and a grammar cannot hold
+"a call or an answer of this schema" apart in the tool-call parser's bare-JSON form.
+
 Generation is constrained exactly when the offer has a constraint (`json_schema`), and the same
 offer judges what the model wrote (`accept`): a call must name a shown tool and its arguments
 must validate against that tool's own schema, the client's contract, whatever narrower schema
@@ -59,6 +67,10 @@ class ToolOffer:
     possibly narrowed); None: free text, in which the model may write calls."""
     is_round_limited: bool = False
     """The turn reached `max_iterations` rounds, so tools were taken away (the loop guard)."""
+    answer_schema: JSONObject | None = None
+    """The JSON Schema a text answer must satisfy (enforced when no tools are shown)."""
+    allows_parallel_calls: bool = True
+    """False: at most one call is accepted from one generation (the first valid one)."""
 
     @property
     def is_constrained(self) -> bool:
@@ -66,14 +78,26 @@ class ToolOffer:
         return self.constraint is not None
 
     def json_schema(self) -> JSONObject | None:
-        """The JSON Schema the engine must hold the whole output to, or None."""
-        return None if self.constraint is None else call_schema(self.constraint)
+        """The JSON Schema the engine must hold the whole output to, or None: a call when the
+        offer is constrained, else the answer schema when no tools are shown."""
+        if self.constraint is not None:
+            return call_schema(self.constraint)
+        return None if self.tools else self.answer_schema
+
+    def without_tools(self) -> ToolOffer:
+        """This offer with no tools shown (an answer): what the request asked of an answer
+        stays."""
+        return ToolOffer(
+            is_round_limited=self.is_round_limited,
+            answer_schema=self.answer_schema,
+            allows_parallel_calls=self.allows_parallel_calls,
+        )
 
     def routed(self, tool: Tool | None) -> ToolOffer:
         """The offer after the router chose: `tool` under its schema, or nothing (answer)."""
         if tool is None:
-            return ToolOffer(is_round_limited=self.is_round_limited)
-        return ToolOffer(tools=(tool,), constraint=(tool,))
+            return self.without_tools()
+        return dataclasses.replace(self, tools=(tool,), constraint=(tool,))
 
     def narrowed(self, narrow: Callable[[Tool], Tool]) -> ToolOffer:
         """A constrained offer with the constraint's schemas replaced by `narrow(tool)` for each
@@ -102,9 +126,16 @@ class ToolOffer:
 
 
 def offer_tools(
-    choice: ToolChoice, tools: Sequence[Tool], turn: Turn, max_iterations: int
+    choice: ToolChoice,
+    tools: Sequence[Tool],
+    turn: Turn,
+    max_iterations: int,
+    *,
+    answer_schema: JSONObject | None = None,
+    allows_parallel_calls: bool = True,
 ) -> ToolOffer:
-    """The offer `tool_choice` makes of `tools` in this turn, before routing.
+    """The offer `tool_choice` makes of `tools` in this turn, before routing, carrying the
+    request's `answer_schema` and `allows_parallel_calls` (module docstring).
 
     Raises `InvalidParams` for a named tool that is not among the tools, and for `required`
     with no tools.
@@ -122,12 +153,15 @@ def offer_tools(
             "tool_choice 'required' needs at least one tool",
             [ParamError(("tool_choice",), "no tools to call")],
         )
+    answer = ToolOffer(answer_schema=answer_schema, allows_parallel_calls=allows_parallel_calls)
     if choice == "none" or not tools:
-        return ToolOffer()
+        return answer
     if not may_call_tools(turn, max_iterations):
-        return ToolOffer(is_round_limited=True)
+        return dataclasses.replace(answer, is_round_limited=True)
     is_forced = choice == "required" or isinstance(choice, NamedToolChoice)
-    return ToolOffer(tools=tuple(tools), constraint=tuple(tools) if is_forced else None)
+    return dataclasses.replace(
+        answer, tools=tuple(tools), constraint=tuple(tools) if is_forced else None
+    )
 
 
 def call_schema(tools: Sequence[Tool]) -> JSONObject:

@@ -1,4 +1,5 @@
-"""The HTTP application: `/rpc`, `/stream`, `/health`, `/metrics` (FastAPI lives only here).
+"""The HTTP application: `/rpc`, `/stream`, `/v1` (OpenAI-compatible, server/openai),
+`/health`, `/metrics` (FastAPI lives only here).
 
 `create_app(settings, engine=...)` builds the service over a loaded engine
 (`ToolRpcService.from_settings`, the composition root) and keeps it on `app.state`; nothing is
@@ -26,10 +27,11 @@ from toolrpc.rpc import Dispatcher, error_object, parse_params
 from toolrpc.server.body import read_body
 from toolrpc.server.errors import error_response
 from toolrpc.server.metrics import CONTENT_TYPE, ServerMetrics
+from toolrpc.server.openai import add_openai_routes
 from toolrpc.server.playground import add_playground
 from toolrpc.server.sse import stream_response
 from toolrpc.server.upstream_health import UpstreamCollector, upstream_health
-from toolrpc.service import ToolRpcService
+from toolrpc.service import ToolRpcService, served_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,14 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
     @app.get("/metrics")
     async def metrics_text() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    add_openai_routes(
+        app,
+        service,
+        metrics,
+        served_model=served_model_name(engine, settings),
+        max_body_bytes=settings.max_body_bytes,
+    )
 
     @app.post("/rpc")
     async def rpc(request: Request) -> Response:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from fastapi import Request, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
@@ -25,6 +26,7 @@ from toolrpc.types import JSONObject
 logger = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499
+T = TypeVar("T")
 
 
 def event_payload(event: StepEvent) -> JSONObject:
@@ -44,7 +46,7 @@ def encode(payload: JSONObject) -> bytes:
 async def stream_response(request: Request, events: AsyncIterator[StepEvent]) -> Response:
     """Wait for the first event (or the client leaving), then stream the rest as SSE."""
     try:
-        first = await _first_event(request, events)
+        first = await first_event(request, events)
     except ToolRpcError as exc:
         await _close(events)
         return error_response(exc)
@@ -56,8 +58,9 @@ async def stream_response(request: Request, events: AsyncIterator[StepEvent]) ->
     )
 
 
-async def _first_event(request: Request, events: AsyncIterator[StepEvent]) -> StepEvent | None:
-    """The first event, or None when the client disconnected before it came."""
+async def first_event(request: Request, events: AsyncIterator[T]) -> T | None:
+    """The first event, or None when the client disconnected before it came (`/stream` and
+    `/v1` streams both wait for it before they answer)."""
     first = asyncio.ensure_future(anext(events))
     gone = asyncio.ensure_future(_disconnected(request))
     try:
