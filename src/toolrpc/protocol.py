@@ -19,6 +19,16 @@ TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 Role = Literal["system", "user", "assistant", "tool"]
 
 
+def checked_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` itself when it is a valid JSON Schema (for pydantic validators); raises
+    `ValueError` saying what is wrong otherwise."""
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
+    return schema
+
+
 class WireModel(BaseModel):
     """Base of the request-side models: unknown fields are refused, so typos are reported."""
 
@@ -35,11 +45,7 @@ class ToolFunction(WireModel):
     @field_validator("parameters")
     @classmethod
     def _is_json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
-        return schema
+        return checked_json_schema(schema)
 
 
 class Tool(WireModel):

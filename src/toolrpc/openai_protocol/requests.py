@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import jsonschema
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from toolrpc.openai_protocol.messages import ChatMessage, ChatTool, OpenAIRequest
-from toolrpc.protocol import NamedToolChoice, ToolChoice
+from toolrpc.protocol import NamedToolChoice, ToolChoice, checked_json_schema
 from toolrpc.types import JSONObject
 
 JSON_OBJECT_SCHEMA: JSONObject = {"type": "object"}
@@ -47,11 +46,7 @@ class JsonSchemaFormat(OpenAIRequest):
     @field_validator("schema_")
     @classmethod
     def _is_json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
-        return schema
+        return checked_json_schema(schema)
 
 
 class ResponseFormat(OpenAIRequest):
