@@ -119,8 +119,6 @@ class SamplingFields(WireModel):
         items = [stop] if isinstance(stop, str) else stop or []
         if any(s == "" for s in items):
             raise ValueError("stop strings must not be empty")
-        if len(items) > 16:
-            raise ValueError("at most 16 stop strings")
         return stop
 
     def stop_strings(self) -> tuple[str, ...]:
@@ -172,3 +170,52 @@ class ToolListResult(BaseModel):
     """The result of `tool_list`."""
 
     tools: list[Tool]
+
+
+SessionId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class SessionParams(WireModel):
+    """Params of `session_get` and `session_delete`."""
+
+    session_id: SessionId
+
+
+class SessionListParams(WireModel):
+    """Params of `session_list`: a page of the caller's sessions, by id, after `cursor`."""
+
+    cursor: str | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+
+
+class SessionResult(BaseModel):
+    """The result of `session_get`: a stored conversation; times are Unix seconds."""
+
+    session_id: str
+    history: list[Message]
+    created_at: float
+    updated_at: float
+    turns: int
+
+
+class SessionSummaryResult(BaseModel):
+    """One session in `session_list` (no history)."""
+
+    session_id: str
+    created_at: float
+    updated_at: float
+    turns: int
+    num_messages: int
+
+
+class SessionListResult(BaseModel):
+    """The result of `session_list`; pass `next_cursor` back for the next page (absent: last)."""
+
+    sessions: list[SessionSummaryResult]
+    next_cursor: str | None = None
+
+
+class SessionDeleteResult(BaseModel):
+    """The result of `session_delete`."""
+
+    deleted: bool

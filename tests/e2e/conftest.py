@@ -45,7 +45,12 @@ def free_port() -> int:
 def start_server(log: Path, *flags: str, kind: str = "gguf") -> RunningServer:
     """Start `python -m toolrpc serve` and wait (bounded) until `/health` answers 200."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    # Sessions go next to the log unless the flags name a file: never the user's own.
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "TOOLRPC_SESSIONS_DB": str(log.parent / "sessions.db"),
+    }
     command = [sys.executable, "-m", "toolrpc", "serve", "--port", str(port), *flags]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)

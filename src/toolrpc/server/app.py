@@ -8,6 +8,7 @@ hand it to the JSON-RPC dispatcher or the service, encode what comes back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,6 +25,8 @@ from toolrpc.protocol import CreateMessageParams
 from toolrpc.rpc import Dispatcher, error_object, parse_params
 from toolrpc.server.body import read_body
 from toolrpc.server.errors import error_response
+from toolrpc.server.gate import Gate, GatePolicy
+from toolrpc.server.keys import ApiKeys
 from toolrpc.server.metrics import CONTENT_TYPE, ServerMetrics
 from toolrpc.server.sse import stream_response
 from toolrpc.service import ToolRpcService
@@ -42,7 +45,9 @@ class AppState:
 
 def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False) -> FastAPI:
     """The application over a loaded `engine`; with `close_engine` it closes the engine when
-    the app shuts down. Raises `ValueError` when the settings' tools file cannot be read."""
+    the app shuts down. Raises `ValueError` when the settings' tools file, API keys file or
+    sessions database cannot be read."""
+    keys = ApiKeys.of(settings.api_key, settings.api_keys_file)
     service = ToolRpcService.from_settings(engine, settings)
     state = AppState(
         engine=engine,
@@ -53,14 +58,25 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         logger.info("toolrpc ready: model %s", engine.info.model_name)
+        expiry = None
+        if service.sessions is not None:
+            every_s = min(60.0, service.sessions.ttl_s / 4)
+            expiry = asyncio.create_task(service.sessions.expire_forever(every_s))
         try:
             yield
         finally:
+            service.shutdown.expire()
+            if expiry is not None:
+                expiry.cancel()
+                await asyncio.gather(expiry, return_exceptions=True)
+            await service.aclose()
             if close_engine:
                 await engine.aclose()
 
     app = FastAPI(title="toolrpc", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.toolrpc = state
+    policy = GatePolicy(keys, service.shutdown, settings.max_concurrent_per_key)
+    app.add_middleware(Gate, policy=policy)
     metrics = ServerMetrics(engine.stats)
 
     @app.get("/health")
