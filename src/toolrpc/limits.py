@@ -46,8 +46,9 @@ _COUNT_KEYWORDS = (
     "minContains",
 )
 _REPEAT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
-# A group that ends in `)` followed by a quantifier and contains a quantifier: `(a+)+`, `(a|a*)*`.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)[*+{]")
+# A repeated group holding a repetition or an alternation: `(a+)+`, `(x*)*y`, `(a|aa)*`.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[*+}|](?:[^()\\]|\\.)*\)[*+{]")
+MAX_REF_CHAIN = 32
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ class RequestLimits:
         size = len(json.dumps(schema))
         if size > self.max_tool_schema_bytes:
             return [f"schema is {size} bytes; at most {self.max_tool_schema_bytes}"]
-        return list(_walk_problems(schema, depth=0))
+        problems = list(_walk_problems(schema, depth=0))
+        return problems or list(_ref_cycle_problems(schema))
 
 
 def _walk_problems(node: object, depth: int) -> Iterator[str]:
@@ -132,6 +134,51 @@ def _keyword_problems(node: dict[str, object]) -> Iterator[str]:
     pattern = node.get("pattern")
     if isinstance(pattern, str):
         yield from _pattern_problems(pattern)
+
+
+def _ref_cycle_problems(schema: dict[str, object]) -> Iterator[str]:
+    """A chain of `$ref`s that comes back to itself without reaching a schema (`a` -> `b` ->
+    `a`) has no meaning, and sends `jsonschema` into unbounded recursion on any value."""
+    stack: list[object] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack += node
+        elif isinstance(node, dict):
+            if isinstance(node.get("$ref"), str) and _ref_chain_loops(schema, node):
+                yield f"$ref {str(node['$ref'])[:80]!r} leads back to itself"
+                return
+            stack += list(node.values())
+
+
+def _ref_chain_loops(root: dict[str, object], node: dict[str, object]) -> bool:
+    seen: list[int] = []
+    for _ in range(MAX_REF_CHAIN):
+        ref = node.get("$ref")
+        if not isinstance(ref, str):
+            return False
+        if id(node) in seen:
+            return True
+        seen.append(id(node))
+        target = _resolve(root, ref)
+        if not isinstance(target, dict):
+            return False
+        node = target
+    return True
+
+
+def _resolve(root: dict[str, object], ref: str) -> object:
+    """The node a local JSON pointer (`#/a/b`) names, or None."""
+    node: object = root
+    for part in ref.removeprefix("#").split("/")[1:]:
+        key = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return None
+    return node
 
 
 def _pattern_problems(pattern: str) -> Iterator[str]:

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 from toolrpc.types import FinishReason
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_SCHEMA_NESTING = 64
+"""Deeper schemas are refused before `jsonschema` checks them (it recurses per level)."""
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -35,11 +37,27 @@ class ToolFunction(WireModel):
     @field_validator("parameters")
     @classmethod
     def _is_json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        if _nesting(schema) > MAX_SCHEMA_NESTING:
+            raise ValueError(f"the schema nests deeper than {MAX_SCHEMA_NESTING} levels")
         try:
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
         return schema
+
+
+def _nesting(value: object) -> int:
+    """How deep `value` nests (objects and arrays), without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack += [(child, depth + 1) for child in node.values()]
+        elif isinstance(node, list):
+            stack += [(child, depth + 1) for child in node]
+    return deepest
 
 
 class Tool(WireModel):
