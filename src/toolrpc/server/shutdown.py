@@ -5,15 +5,16 @@ does not do are added here. The first signal also starts the app's grace period
 (`toolrpc.shutdown.Shutdown`), so generations still running at `--shutdown-timeout` are answered
 with -32003 instead of being cut; uvicorn's own wait is that timeout plus `ANSWER_MARGIN_S`,
 the time those answers get to go out. A second SIGTERM (not only a second Ctrl-C, as in uvicorn)
-exits at once. And the process exits 0 after a graceful stop: uvicorn re-raises the signal it
-caught once it is done, which makes the exit status 143 (killed by SIGTERM) even when every
-request was answered and every session flushed.
+exits at once (status 1). And the process exits 0 after a graceful stop: uvicorn re-raises the
+signal it caught once it is done, which makes the exit status 143 (killed by SIGTERM) even when
+every request was answered and every session flushed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import threading
@@ -25,6 +26,7 @@ import uvicorn
 from toolrpc.shutdown import Shutdown
 
 ANSWER_MARGIN_S = 5.0
+FORCED_EXIT_STATUS = 1
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -56,13 +58,18 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """First signal: stop gracefully; any later one: stop now."""
-        step = self.shutdown_state.expire if self.should_exit else self.shutdown_state.begin
+        """First signal: stop gracefully. Any later one: exit now, with status 1.
+
+        "Now" is `os._exit`: uvicorn's own forced exit still waits for the event loop's tasks
+        and the engine's thread, which finish the generation they are in (measured: a
+        1,500-token stream kept the process alive for its whole length). Nothing is lost that
+        was promised: every committed session turn is already durable in SQLite's WAL.
+        """
         if self.should_exit:
-            self.force_exit = True
+            os._exit(FORCED_EXIT_STATUS)
         self.should_exit = True
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(step)
+            self._loop.call_soon_threadsafe(self.shutdown_state.begin)
 
 
 def graceful_server(app: object, shutdown: Shutdown, **config: object) -> GracefulServer:
