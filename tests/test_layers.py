@@ -177,7 +177,7 @@ def test_sessions_know_the_wire_models_and_nothing_of_http_chat_engines_or_the_s
 
 
 def test_the_service_level_modules_do_not_import_the_server() -> None:
-    for module in ["session_steps", "limits", "shutdown", "caller"]:
+    for module in ["session_steps", "limits", "shutdown", "caller", "observe"]:
         assert violations(f"toolrpc.{module}", ["toolrpc.server", "fastapi", "starlette"]) == []
 
 

@@ -30,6 +30,7 @@ from toolrpc.config import Settings
 from toolrpc.engines.base import Engine, SamplingParams
 from toolrpc.errors import InvalidParams, ParamError, ToolRpcError
 from toolrpc.limits import RequestLimits
+from toolrpc.observe import StepObserver, observed
 from toolrpc.protocol import (
     CreateMessageParams,
     CreateMessageResult,
@@ -99,6 +100,7 @@ class ToolRpcService:
         limits: RequestLimits | None = None,
         sessions: SessionSteps | None = None,
         shutdown: Shutdown | None = None,
+        observer: StepObserver | None = None,
     ) -> None:
         self.chat = chat
         self.tools = list(tools)
@@ -106,6 +108,7 @@ class ToolRpcService:
         self.limits = limits or RequestLimits()
         self.sessions = sessions
         self.shutdown = shutdown or Shutdown()
+        self.observer = observer
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings) -> ToolRpcService:
@@ -165,7 +168,7 @@ class ToolRpcService:
         """
         self.limits.check(params)
         if params.session_id is None:
-            return self.shutdown.guard(self.chat.step(self.step_request(params)))
+            return self._watched(self.chat.step(self.step_request(params)))
         if self.sessions is None:
             raise InvalidParams(
                 "server-side sessions are not available on this server; send 'history' instead",
@@ -174,7 +177,12 @@ class ToolRpcService:
         events = self.sessions.step(
             current_owner(), params.session_id, params, self.step_request, self.chat.step
         )
-        return self.shutdown.guard(events)
+        return self._watched(events)
+
+    def _watched(self, events: AsyncGenerator[StepEvent, None]) -> AsyncGenerator[StepEvent, None]:
+        """`events` under the shutdown deadline, measured for the observer when there is one."""
+        guarded = self.shutdown.guard(events)
+        return guarded if self.observer is None else observed(guarded, self.observer)
 
     def step_request(self, params: CreateMessageParams) -> StepRequest:
         """The chat step `params` ask for, with the server's limits and tools applied.

@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -22,7 +23,7 @@ from toolrpc.config import Settings
 from toolrpc.engines.base import Engine
 from toolrpc.errors import BodyTooLarge, ToolRpcError
 from toolrpc.protocol import CreateMessageParams
-from toolrpc.rpc import Dispatcher, error_object, parse_params
+from toolrpc.rpc import Dispatcher, Method, error_object, parse_params
 from toolrpc.server.body import read_body
 from toolrpc.server.errors import error_response
 from toolrpc.server.gate import Gate, GatePolicy
@@ -49,10 +50,18 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
     sessions database cannot be read."""
     keys = ApiKeys.of(settings.api_key, settings.api_keys_file)
     service = ToolRpcService.from_settings(engine, settings)
+    sessions = service.sessions
+    metrics = ServerMetrics(
+        engine.stats, (lambda: sessions.store.num_sessions) if sessions is not None else None
+    )
+    service.observer = metrics
     state = AppState(
         engine=engine,
         service=service,
-        dispatcher=Dispatcher(service.methods(), max_batch_size=settings.max_batch_requests),
+        dispatcher=Dispatcher(
+            [counted(method, metrics) for method in service.methods()],
+            max_batch_size=settings.max_batch_requests,
+        ),
     )
 
     @asynccontextmanager
@@ -77,7 +86,6 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
     app.state.toolrpc = state
     policy = GatePolicy(keys, service.shutdown, settings.max_concurrent_per_key)
     app.add_middleware(Gate, policy=policy)
-    metrics = ServerMetrics(engine.stats)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -118,6 +126,23 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
         return await stream_response(request, events)
 
     return app
+
+
+def counted(method: Method, metrics: ServerMetrics) -> Method:
+    """`method` with each call counted by its outcome (`ok` or the error's JSON-RPC code).
+    Calls refused before they reach a method (bad params, unknown method) are not counted here:
+    the dispatcher answers those itself."""
+
+    async def handler(params: Any) -> Any:
+        try:
+            result = await method.handler(params)
+        except ToolRpcError as exc:
+            metrics.rpc_call(method.name, str(exc.code))
+            raise
+        metrics.rpc_call(method.name, "ok")
+        return result
+
+    return Method(method.name, handler, method.params_model)
 
 
 def _json(payload: object, status: int) -> Response:
