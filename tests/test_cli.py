@@ -206,9 +206,9 @@ def test_a_tools_file_that_is_not_json_is_one_line_and_exit_code_2(
     tools.write_text("[{")
 
     def must_not_serve(*args: object, **kwargs: object) -> None:
-        raise AssertionError("uvicorn.run was reached")
+        raise AssertionError("the server was started")
 
-    monkeypatch.setattr(cli.uvicorn, "run", must_not_serve)
+    monkeypatch.setattr("toolrpc.server.shutdown.GracefulServer.run", must_not_serve)
 
     status = cli.serve(Settings(engine="fake", tools=tools))
 

@@ -83,7 +83,7 @@ def test_the_walk_sees_the_imports_of_every_layer() -> None:
     importers = {imp.module for imp in ALL_IMPORTS}
     targets = {(imp.module, imp.target) for imp in ALL_IMPORTS}
 
-    for layer in ["server", "rpc", "service", "chat", "engines", "scheduling"]:
+    for layer in ["server", "rpc", "service", "chat", "engines", "scheduling", "sessions"]:
         assert any(is_within(m, f"toolrpc.{layer}") for m in importers), layer
     assert ("toolrpc.scheduling.loop", "toolrpc.scheduling.scheduler") in targets
     assert ("toolrpc.generation", "toolrpc.types") in targets
@@ -164,6 +164,21 @@ def test_shared_value_modules_import_only_types_and_errors_from_toolrpc() -> Non
         and not any(is_within(imp.target, a) for a in allowed)
     ]
     assert found == []
+
+
+def test_sessions_know_the_wire_models_and_nothing_of_http_chat_engines_or_the_service() -> None:
+    forbidden = [
+        *(f"toolrpc.{f}" for f in ["server", "rpc", "service", "session_steps", "chat"]),
+        *(f"toolrpc.{f}" for f in ["engines", "scheduling", "config", "limits"]),
+        "fastapi",
+        "starlette",
+    ]
+    assert violations("toolrpc.sessions", forbidden) == []
+
+
+def test_the_service_level_modules_do_not_import_the_server() -> None:
+    for module in ["session_steps", "limits", "shutdown", "caller", "observe"]:
+        assert violations(f"toolrpc.{module}", ["toolrpc.server", "fastapi", "starlette"]) == []
 
 
 def test_config_knows_no_http_and_nothing_that_serves() -> None:

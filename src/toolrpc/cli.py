@@ -15,6 +15,7 @@ code 2, as argparse's own errors do; never a traceback.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 import time
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn, Union, get_args, get_origin
 
-import uvicorn
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
@@ -104,7 +104,8 @@ def build_command_line() -> CommandLine:
 def add_flag(
     group: argparse._ArgumentGroup, name: str, field: FieldInfo, *, metavar: str | None
 ) -> None:
-    """Add `--NAME` for one Settings field: choices for a Literal, --no-NAME for a bool."""
+    """Add `--NAME` for one Settings field: choices for a Literal, --no-NAME for a bool,
+    repeatable for a list."""
     flag = "--" + name.replace("_", "-")
     value_type = plain_type(field.annotation)
     help_text = flag_help(field).replace("%", "%%")
@@ -113,7 +114,7 @@ def add_flag(
         group.add_argument(
             flag, dest=name, action=action, default=argparse.SUPPRESS, help=help_text
         )
-    elif get_origin(value_type) is list:
+    elif get_origin(value_type) is list:  # repeatable: --api-key A --api-key B
         group.add_argument(
             flag,
             dest=name,
@@ -152,7 +153,7 @@ def plain_type(annotation: object) -> object:
 def flag_help(field: FieldInfo) -> str:
     """The field's description, with its default appended unless the description gives it."""
     text = field.description or ""
-    if field.default is None or "default:" in text:
+    if field.default is None or field.default_factory is not None or "default:" in text:
         return text
     shown = ("on" if field.default else "off") if isinstance(field.default, bool) else field.default
     return f"{text} (default: {shown})"
@@ -239,7 +240,31 @@ def serve(settings: Settings) -> int:
         settings.host,
         settings.port,
     )
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+    if not settings.api_key and settings.api_keys_file is None and not is_loopback(settings.host):
+        logger.warning(
+            "listening on %s without API keys: anyone who can reach this port can use the "
+            "model and read its sessions (set --api-key or --api-keys-file)",
+            settings.host,
+        )
+    from toolrpc.server.shutdown import graceful_server
+
+    server = graceful_server(
+        app,
+        app.state.toolrpc.service.shutdown,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
     )
+    server.run()
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -13,6 +13,7 @@ line names the flag.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,6 +31,13 @@ ToolCallFormat = Literal["auto", "hermes", "llama3", "mistral", "json"]
 FlagGroup = Literal["server", "model", "batching", "tools", "limits and logging"]
 FLAG_GROUPS: tuple[FlagGroup, ...] = ("server", "model", "batching", "tools", "limits and logging")
 """The sections of `toolrpc serve --help`, in order; every field names one as its `group`."""
+
+
+def default_sessions_db() -> str:
+    """`$XDG_DATA_HOME/toolrpc/sessions.db` (`~/.local/share/...` when the variable is unset),
+    the XDG base-directory rule platformdirs follows on Linux, without the dependency."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(data_home) / "toolrpc" / "sessions.db")
 
 
 def flag(group: FlagGroup, metavar: str | None = None) -> JsonDict:
@@ -52,6 +60,46 @@ class Settings(BaseSettings):
     )
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         8000, description="TCP port", json_schema_extra=flag("server")
+    )
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("api_key", "TOOLRPC_API_KEYS"),
+        repr=False,  # keys are never logged, not even in a settings dump
+        description="an API key clients must send as 'Authorization: Bearer KEY' (repeat the "
+        "flag for more; TOOLRPC_API_KEYS: comma-separated; 'sha256:HEX' gives a key's hash)",
+        json_schema_extra=flag("server", "KEY"),
+    )
+    api_keys_file: FilePath | None = Field(
+        None,
+        description="file of API keys, one per line (or sha256:HEX); # starts a comment",
+        json_schema_extra=flag("server", "PATH"),
+    )
+    max_concurrent_per_key: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="requests one API key may have running at once (more: HTTP 429)",
+        json_schema_extra=flag("server"),
+    )
+    shutdown_timeout: Annotated[float, Field(ge=0)] = Field(
+        30.0,
+        description="on SIGTERM, seconds running generations may take to finish before they "
+        "are cancelled (a second SIGTERM or Ctrl-C exits at once)",
+        json_schema_extra=flag("server", "SECONDS"),
+    )
+    sessions: bool = Field(
+        True,
+        description="keep server-side sessions (session_id) in --sessions-db",
+        json_schema_extra=flag("server"),
+    )
+    sessions_db: str = Field(
+        default_factory=default_sessions_db,
+        description="SQLite file of the sessions (:memory: keeps them until exit; default: "
+        "$XDG_DATA_HOME/toolrpc/sessions.db)",
+        json_schema_extra=flag("server", "PATH"),
+    )
+    session_ttl: Annotated[float, Field(gt=0)] = Field(
+        30 * 24 * 3600.0,
+        description="seconds a session may stay unused before it is deleted (default: 30 days)",
+        json_schema_extra=flag("server", "SECONDS"),
     )
     model: str | None = Field(
         None,
@@ -194,6 +242,25 @@ class Settings(BaseSettings):
         description="largest JSON-RPC batch accepted",
         json_schema_extra=flag("limits and logging"),
     )
+    max_tools: Annotated[int, Field(ge=1)] = Field(
+        128, description="tools in one request", json_schema_extra=flag("limits and logging")
+    )
+    max_tool_schema_bytes: Annotated[int, Field(ge=256)] = Field(
+        64 * 1024,
+        description="size of one tool's parameter schema, as JSON",
+        json_schema_extra=flag("limits and logging", "BYTES"),
+    )
+    max_history_messages: Annotated[int, Field(ge=1)] = Field(
+        1024, description="messages in one history", json_schema_extra=flag("limits and logging")
+    )
+    max_message_chars: Annotated[int, Field(ge=1)] = Field(
+        256 * 1024,
+        description="characters in one message (or system prompt, or tool result)",
+        json_schema_extra=flag("limits and logging", "CHARS"),
+    )
+    max_stop_strings: Annotated[int, Field(ge=0)] = Field(
+        16, description="stop strings in one request", json_schema_extra=flag("limits and logging")
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level", json_schema_extra=flag("limits and logging")
     )
@@ -209,6 +276,14 @@ class Settings(BaseSettings):
         """`TOOLRPC_UPSTREAM=http://a/v1,http://b/v1` (or one URL) is a list of URLs."""
         if isinstance(value, str):
             return [url for url in value.replace(",", " ").split() if url]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """TOOLRPC_API_KEYS is one comma-separated string; flags give a list."""
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
     @property

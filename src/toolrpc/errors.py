@@ -16,6 +16,8 @@ another status (params: 400, not 422), its `openai_status`.
     ├── MethodNotFound            -32601 / 404
     ├── InvalidParams             -32602 / 422
     ├── Overloaded                -32000 / 503  (data: retry_after_s)
+    │   ├── TooManyRequests       -32000 / 429  (this API key's concurrency limit)
+    │   └── SessionBusy           -32000 / 409  (the session is running another turn)
     ├── Unauthorized              -32001 / 401
     ├── ContextLengthExceeded     -32002 / 400  (data: prompt_tokens, context_length)
     ├── GenerationCancelled       -32003 / 408
@@ -123,6 +125,18 @@ class Overloaded(ToolRpcError):
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message, {"retry_after_s": retry_after_s})
         self.retry_after_s = retry_after_s
+
+
+class TooManyRequests(Overloaded):
+    """This API key already has `--max-concurrent-per-key` requests running."""
+
+    http_status = 429
+
+
+class SessionBusy(Overloaded):
+    """The session is running another turn; turns of one session never interleave."""
+
+    http_status = 409
 
 
 class Unauthorized(ToolRpcError):

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 from toolrpc.types import FinishReason
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_SCHEMA_NESTING = 64
+"""Deeper schemas are refused before `jsonschema` checks them (it recurses per level)."""
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -22,6 +24,8 @@ Role = Literal["system", "user", "assistant", "tool"]
 def checked_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` itself when it is a valid JSON Schema (for pydantic validators); raises
     `ValueError` saying what is wrong otherwise."""
+    if _nesting(schema) > MAX_SCHEMA_NESTING:
+        raise ValueError(f"the schema nests deeper than {MAX_SCHEMA_NESTING} levels")
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
@@ -46,6 +50,20 @@ class ToolFunction(WireModel):
     @classmethod
     def _is_json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
         return checked_json_schema(schema)
+
+
+def _nesting(value: object) -> int:
+    """How deep `value` nests (objects and arrays), without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack += [(child, depth + 1) for child in node.values()]
+        elif isinstance(node, list):
+            stack += [(child, depth + 1) for child in node]
+    return deepest
 
 
 class Tool(WireModel):
@@ -125,8 +143,6 @@ class SamplingFields(WireModel):
         items = [stop] if isinstance(stop, str) else stop or []
         if any(s == "" for s in items):
             raise ValueError("stop strings must not be empty")
-        if len(items) > 16:
-            raise ValueError("at most 16 stop strings")
         return stop
 
     def stop_strings(self) -> tuple[str, ...]:
@@ -178,3 +194,52 @@ class ToolListResult(BaseModel):
     """The result of `tool_list`."""
 
     tools: list[Tool]
+
+
+SessionId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class SessionParams(WireModel):
+    """Params of `session_get` and `session_delete`."""
+
+    session_id: SessionId
+
+
+class SessionListParams(WireModel):
+    """Params of `session_list`: a page of the caller's sessions, by id, after `cursor`."""
+
+    cursor: str | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+
+
+class SessionResult(BaseModel):
+    """The result of `session_get`: a stored conversation; times are Unix seconds."""
+
+    session_id: str
+    history: list[Message]
+    created_at: float
+    updated_at: float
+    turns: int
+
+
+class SessionSummaryResult(BaseModel):
+    """One session in `session_list` (no history)."""
+
+    session_id: str
+    created_at: float
+    updated_at: float
+    turns: int
+    num_messages: int
+
+
+class SessionListResult(BaseModel):
+    """The result of `session_list`; pass `next_cursor` back for the next page (absent: last)."""
+
+    sessions: list[SessionSummaryResult]
+    next_cursor: str | None = None
+
+
+class SessionDeleteResult(BaseModel):
+    """The result of `session_delete`."""
+
+    deleted: bool

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
+from toolrpc.caller import current_owner
 from toolrpc.chat.conversation import Chat, DoneEvent, StepEvent, StepRequest
 from toolrpc.chat.model import GenerationOptions, PromptedModel
 from toolrpc.chat.router import ToolRouter
@@ -34,8 +35,20 @@ from toolrpc.engines.base import Chunk, Engine, GenerationRequest, SamplingParam
 from toolrpc.engines.default_model import DISPLAY_NAME as EMBEDDED_MODEL_NAME
 from toolrpc.engines.upstream import UpstreamPool
 from toolrpc.errors import InvalidParams, ParamError, ToolRpcError
-from toolrpc.protocol import CreateMessageParams, CreateMessageResult, Tool, ToolListResult
+from toolrpc.limits import RequestLimits
+from toolrpc.observe import StepObserver, observed
+from toolrpc.protocol import (
+    CreateMessageParams,
+    CreateMessageResult,
+    SessionListParams,
+    SessionParams,
+    Tool,
+    ToolListResult,
+)
 from toolrpc.rpc import Method
+from toolrpc.session_steps import SessionSteps
+from toolrpc.sessions import SessionStore
+from toolrpc.shutdown import Shutdown
 
 _TOOLS = TypeAdapter(list[Tool])
 
@@ -124,11 +137,19 @@ class ToolRpcService:
         tools: Sequence[Tool] = (),
         max_new_tokens_limit: int = 2048,
         engine: Engine | None = None,
+        limits: RequestLimits | None = None,
+        sessions: SessionSteps | None = None,
+        shutdown: Shutdown | None = None,
+        observer: StepObserver | None = None,
     ) -> None:
         self.chat = chat
         self.tools = list(tools)
         self.max_new_tokens_limit = max_new_tokens_limit
         self.engine = engine
+        self.limits = limits or RequestLimits()
+        self.sessions = sessions
+        self.shutdown = shutdown or Shutdown()
+        self.observer = observer
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings) -> ToolRpcService:
@@ -137,19 +158,41 @@ class ToolRpcService:
         Raises `ValueError` when the server's tools file cannot be read.
         """
         tools = load_tools(settings.tools) if settings.tools else []
+        sessions = None
+        if settings.sessions:
+            store = SessionStore(settings.sessions_db)
+            sessions = SessionSteps(store, ttl_s=settings.session_ttl)
         return cls(
             build_chat(engine, settings),
             tools=tools,
             max_new_tokens_limit=settings.max_new_tokens_limit,
             engine=engine,
+            limits=limits_of(settings),
+            sessions=sessions,
+            shutdown=Shutdown(settings.shutdown_timeout),
         )
+
+    async def aclose(self) -> None:
+        """Close the sessions database (every committed turn is already on disk)."""
+        if self.sessions is not None:
+            await self.sessions.store.aclose()
 
     def methods(self) -> list[Method]:
         """The JSON-RPC methods of this service."""
-        return [
+        methods = [
             Method("create_message", self.create_message, CreateMessageParams),
             Method("tool_list", self.tool_list, None),
         ]
+        if self.sessions is not None:
+            steps = self.sessions
+            methods += [
+                Method("session_get", lambda p: steps.get(current_owner(), p), SessionParams),
+                Method(
+                    "session_list", lambda p: steps.list_page(current_owner(), p), SessionListParams
+                ),
+                Method("session_delete", lambda p: steps.delete(current_owner(), p), SessionParams),
+            ]
+        return methods
 
     async def create_message(self, params: CreateMessageParams) -> CreateMessageResult:
         """Run one conversation step to its end."""
@@ -160,22 +203,38 @@ class ToolRpcService:
         raise ToolRpcError("the conversation step ended without a result")
 
     def stream_message(self, params: CreateMessageParams) -> AsyncGenerator[StepEvent, None]:
-        """Run one conversation step, event by event."""
-        if params.session_id is not None:
+        """Run one conversation step, event by event (on the caller's session when `params`
+        name one). Raises `InvalidParams` for a request over a limit or a `session_id` on a
+        server without sessions; the step's own errors come from the generator. While the
+        server shuts down, a step still running at the deadline ends with `GenerationCancelled`.
+        """
+        self.limits.check(params)
+        if params.session_id is None:
+            return self._watched(self.chat.step(self.step_request(params)))
+        if self.sessions is None:
             raise InvalidParams(
                 "server-side sessions are not available on this server; send 'history' instead",
                 [ParamError(("session_id",), "sessions are not enabled")],
             )
-        return self.chat.step(self.step_request(params))
+        events = self.sessions.step(
+            current_owner(), params.session_id, params, self.step_request, self.chat.step
+        )
+        return self._watched(events)
+
+    def _watched(self, events: AsyncGenerator[StepEvent, None]) -> AsyncGenerator[StepEvent, None]:
+        """`events` under the shutdown deadline, measured for the observer when there is one."""
+        guarded = self.shutdown.guard(events)
+        return guarded if self.observer is None else observed(guarded, self.observer)
 
     def step(self, request: StepRequest) -> AsyncGenerator[StepEvent, None]:
-        """Run a step built by a caller of its own (`/v1`), with the server's token cap."""
+        """Run a step built by a caller of its own (`/v1`), with the server's token cap, under
+        the shutdown deadline and measured like every other step."""
         options = request.options
         capped = min(options.max_new_tokens, self.max_new_tokens_limit)
         if capped != options.max_new_tokens:
             options = dataclasses.replace(options, max_new_tokens=capped)
             request = dataclasses.replace(request, options=options)
-        return self.chat.step(request)
+        return self._watched(self.chat.step(request))
 
     def complete_text(self, prompt: str, options: GenerationOptions) -> AsyncGenerator[Chunk, None]:
         """Continue `prompt` as it is (no chat template, no tools), capped like a step.
@@ -217,3 +276,14 @@ class ToolRpcService:
     async def tool_list(self, _params: None) -> ToolListResult:
         """The tools configured on the server."""
         return ToolListResult(tools=self.tools)
+
+
+def limits_of(settings: Settings) -> RequestLimits:
+    """The request limits `settings` configure."""
+    return RequestLimits(
+        max_tools=settings.max_tools,
+        max_tool_schema_bytes=settings.max_tool_schema_bytes,
+        max_history_messages=settings.max_history_messages,
+        max_message_chars=settings.max_message_chars,
+        max_stop_strings=settings.max_stop_strings,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,16 @@ class RunningServer:
         return self.started.url
 
     @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The server's process (to signal or kill it)."""
+        return self.started.process
+
+    @property
+    def log(self) -> Path:
+        """Where the server's output goes."""
+        return self.started.log_path
+
+    @property
     def context_length(self) -> int:
         """The context window the server reports on /health."""
         length: int = httpx.get(f"{self.url}/health", timeout=5).json()["context_length"]
@@ -36,15 +47,13 @@ class RunningServer:
 
 
 def start_server(log: Path, *flags: str, kind: str = "gguf") -> RunningServer:
-    """Start `python -m toolrpc serve` with `flags` on a free port; wait (bounded) for /health."""
+    """Start `python -m toolrpc serve` with `flags` on a free port; wait (bounded) for /health.
+    Sessions go next to the log unless the flags name a file: never the user's own."""
     port = testing.free_port()
+    env = {"PYTHONPATH": str(ROOT / "src"), "TOOLRPC_SESSIONS_DB": str(log.parent / "sessions.db")}
     try:
         started = testing.start_server(
-            testing.toolrpc_argv(port, *flags),
-            port,
-            log,
-            timeout_s=STARTUP_TIMEOUT_S,
-            env={"PYTHONPATH": str(ROOT / "src")},
+            testing.toolrpc_argv(port, *flags), port, log, timeout_s=STARTUP_TIMEOUT_S, env=env
         )
     except (RuntimeError, TimeoutError) as exc:  # the server's own words say why
         raise RuntimeError(f"{exc}:\n{log.read_text()}") from exc

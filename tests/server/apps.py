@@ -23,6 +23,8 @@ def make_app(
     # The router (tested in tests/chat/test_router.py) is off unless `settings` turn it on:
     # these tests script the model.
     settings = settings or Settings()
+    if "sessions_db" not in settings.model_fields_set:  # never the user's own sessions file
+        settings = settings.model_copy(update={"sessions_db": ":memory:"})
     if "tool_router" not in settings.model_fields_set:
         settings = settings.model_copy(update={"tool_router": "off"})
     return create_app(settings, engine=engine), engine

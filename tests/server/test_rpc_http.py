@@ -335,7 +335,7 @@ async def test_a_body_under_the_limit_is_served() -> None:
 
 
 async def test_session_id_is_invalid_params_on_a_server_without_sessions() -> None:
-    app, engine = make_app()
+    app, engine = make_app(settings=Settings(sessions=False))
 
     async with serving(app) as client:
         error = await call_error(client, "create_message", {"message": "Hi", "session_id": "s1"})

@@ -183,7 +183,7 @@ async def test_a_failure_after_the_first_event_is_an_error_event_that_ends_the_s
         pytest.param({"message": "Hi", "max_new_tokens": 0}, id="zero-tokens"),
         pytest.param({"history": []}, id="neither-message-nor-tool-results"),
         pytest.param({"message": "Hi", "tools": [{"name": "bad name"}]}, id="bad-tool-name"),
-        pytest.param({"message": "Hi", "session_id": "s1"}, id="session-id"),
+        pytest.param({"message": "Hi", "session_id": ""}, id="empty-session-id"),
         pytest.param({"message": "Hi", "tool_choice": {"name": "nope"}}, id="unknown-named-tool"),
         pytest.param({"message": "Hi", "tool_choice": "required"}, id="required-without-tools"),
         pytest.param(["Hi"], id="not-an-object"),

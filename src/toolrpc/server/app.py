@@ -9,11 +9,13 @@ hand it to the JSON-RPC dispatcher or the service, encode what comes back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -23,9 +25,11 @@ from toolrpc.engines.base import Engine
 from toolrpc.engines.upstream import UpstreamPool
 from toolrpc.errors import BodyTooLarge, ToolRpcError
 from toolrpc.protocol import CreateMessageParams
-from toolrpc.rpc import Dispatcher, error_object, parse_params
+from toolrpc.rpc import Dispatcher, Method, error_object, parse_params
 from toolrpc.server.body import read_body
 from toolrpc.server.errors import error_response
+from toolrpc.server.gate import Gate, GatePolicy
+from toolrpc.server.keys import ApiKeys
 from toolrpc.server.metrics import CONTENT_TYPE, ServerMetrics
 from toolrpc.server.openai import add_openai_routes
 from toolrpc.server.playground import add_playground
@@ -47,12 +51,22 @@ class AppState:
 
 def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False) -> FastAPI:
     """The application over a loaded `engine`; with `close_engine` it closes the engine when
-    the app shuts down. Raises `ValueError` when the settings' tools file cannot be read."""
+    the app shuts down. Raises `ValueError` when the settings' tools file, API keys file or
+    sessions database cannot be read."""
+    keys = ApiKeys.of(settings.api_key, settings.api_keys_file)
     service = ToolRpcService.from_settings(engine, settings)
+    sessions = service.sessions
+    metrics = ServerMetrics(
+        engine.stats, (lambda: sessions.store.num_sessions) if sessions is not None else None
+    )
+    service.observer = metrics
     state = AppState(
         engine=engine,
         service=service,
-        dispatcher=Dispatcher(service.methods(), max_batch_size=settings.max_batch_requests),
+        dispatcher=Dispatcher(
+            [counted(method, metrics) for method in service.methods()],
+            max_batch_size=settings.max_batch_requests,
+        ),
     )
 
     @asynccontextmanager
@@ -60,18 +74,28 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
         logger.info("toolrpc ready: model %s", engine.info.model_name)
         if isinstance(engine, UpstreamPool):
             engine.start()
+        expiry = None
+        if service.sessions is not None:
+            every_s = min(60.0, service.sessions.ttl_s / 4)
+            expiry = asyncio.create_task(service.sessions.expire_forever(every_s))
         try:
             yield
         finally:
+            service.shutdown.expire()
+            if expiry is not None:
+                expiry.cancel()
+                await asyncio.gather(expiry, return_exceptions=True)
+            await service.aclose()
             if close_engine:
                 await engine.aclose()
 
     app = FastAPI(title="toolrpc", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.toolrpc = state
-    metrics = ServerMetrics(engine.stats)
     if isinstance(engine, UpstreamPool):
         metrics.registry.register(UpstreamCollector(engine.replica_stats))
     add_playground(app)
+    policy = GatePolicy(keys, service.shutdown, settings.max_concurrent_per_key)
+    app.add_middleware(Gate, policy=policy)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -127,6 +151,23 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
         return await stream_response(request, events)
 
     return app
+
+
+def counted(method: Method, metrics: ServerMetrics) -> Method:
+    """`method` with each call counted by its outcome (`ok` or the error's JSON-RPC code).
+    Calls refused before they reach a method (bad params, unknown method) are not counted here:
+    the dispatcher answers those itself."""
+
+    async def handler(params: Any) -> Any:
+        try:
+            result = await method.handler(params)
+        except ToolRpcError as exc:
+            metrics.rpc_call(method.name, str(exc.code))
+            raise
+        metrics.rpc_call(method.name, "ok")
+        return result
+
+    return Method(method.name, handler, method.params_model)
 
 
 def _json(payload: object, status: int) -> Response:

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from toolrpc.generation import EngineStats
+from toolrpc.observe import StepRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -52,11 +53,64 @@ class EngineCollector(Collector):
         )
 
 
-class ServerMetrics:
-    """The app's registry: HTTP metrics plus the engine collector."""
+# Buckets for token latencies: vLLM's TTFT and TPOT buckets, which span a GPU's 1 ms per token
+# to a busy CPU's seconds.
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80)
+TPOT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5)
+STEP_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
 
-    def __init__(self, read_stats: Callable[[], EngineStats]) -> None:
+
+class ServerMetrics:
+    """The app's registry: HTTP metrics, the engine collector, per-step latencies and outcomes
+    (as the service's `StepObserver`), JSON-RPC calls by method and outcome, sessions stored."""
+
+    def __init__(
+        self,
+        read_stats: Callable[[], EngineStats],
+        count_sessions: Callable[[], int] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
+        self.ttft = Histogram(
+            "toolrpc_time_to_first_token_seconds",
+            "time from a step's start to its first text or tool call",
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.tpot = Histogram(
+            "toolrpc_time_per_output_token_seconds",
+            "time per generated token after the first, per step",
+            buckets=TPOT_BUCKETS,
+            registry=self.registry,
+        )
+        self.step_latency = Histogram(
+            "toolrpc_step_seconds",
+            "end-to-end time of a step, to its result or error",
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
+        )
+        self.steps = Counter(
+            "toolrpc_steps",
+            "steps by outcome: finish reason, or error:<JSON-RPC code>",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.tool_calls = Counter(
+            "toolrpc_tool_calls",
+            "tool calls by outcome: valid (returned to the client), loop_guard (a repeat that "
+            "ended the turn instead)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.rpc_calls = Counter(
+            "toolrpc_rpc_calls",
+            "JSON-RPC calls by method and outcome (ok, or the error code)",
+            ["method", "outcome"],
+            registry=self.registry,
+        )
+        if count_sessions is not None:
+            self.registry.register(
+                _GaugeCollector("toolrpc_sessions_stored", "sessions stored", count_sessions)
+            )
         self.requests = Counter(
             "toolrpc_http_requests",
             "HTTP requests by endpoint and status",
@@ -78,6 +132,37 @@ class ServerMetrics:
         self.requests.labels(endpoint, str(response.status_code)).inc()
         return response
 
+    def step_done(self, record: StepRecord) -> None:
+        """Count one step (the service's `StepObserver`)."""
+        self.step_latency.observe(record.e2e_s)
+        self.steps.labels(record.outcome).inc()
+        if record.ttft_s is not None:
+            self.ttft.observe(record.ttft_s)
+            if record.completion_tokens > 1:
+                after_first = record.e2e_s - record.ttft_s
+                self.tpot.observe(max(0.0, after_first) / (record.completion_tokens - 1))
+        if record.num_tool_calls:
+            self.tool_calls.labels("valid").inc(record.num_tool_calls)
+        if record.outcome == "loop_guard":
+            self.tool_calls.labels("loop_guard").inc()
+
+    def rpc_call(self, method: str, outcome: str) -> None:
+        """Count one JSON-RPC call of `method` that ended in `outcome`."""
+        self.rpc_calls.labels(method, outcome).inc()
+
     def render(self) -> bytes:
         """The exposition text."""
         return generate_latest(self.registry)
+
+
+class _GaugeCollector(Collector):
+    """One gauge read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the value once."""
+        yield GaugeMetricFamily(self._name, self._documentation, value=self._read())

@@ -1,0 +1,62 @@
+"""/metrics after a scripted load: the figures add up (in-process, FakeEngine)."""
+
+from __future__ import annotations
+
+import json
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.server.apps import PARIS, make_app, serving
+from tests.server.test_rpc_http import WEATHER
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_the_figures_of_a_scripted_load_add_up() -> None:
+    app, _ = make_app(PARIS, "Sunny.", "Hello.", "Hi again.", "Plain answer.")
+    call = {"jsonrpc": "2.0", "method": "create_message", "id": 1}
+
+    async with serving(app) as client:
+        tool_step = {**call, "params": {"message": "Weather?", "tools": [WEATHER]}}
+        first = (await client.post("/rpc", content=json.dumps(tool_step))).json()
+        call_id = first["result"]["content"][0]["id"]
+        follow = {"message": None, "history": first["result"]["history"], "tools": [WEATHER]}
+        follow["tool_results"] = [{"tool_call_id": call_id, "content": "sunny"}]
+        del follow["message"]
+        await client.post("/rpc", content=json.dumps({**call, "params": follow}))
+        for text in ["a", "b"]:
+            session = {**call, "params": {"session_id": f"s-{text}", "message": text}}
+            await client.post("/rpc", content=json.dumps(session))
+        await client.post("/stream", json={"message": "stream me"})
+        await client.post("/rpc", content=json.dumps({**call, "params": {"message": 5}}))
+        missing = {
+            "jsonrpc": "2.0",
+            "method": "session_get",
+            "params": {"session_id": "x"},
+            "id": 2,
+        }
+        await client.post("/rpc", content=json.dumps(missing))
+        scraped = samples((await client.get("/metrics")).text)
+
+    def value(name: str, **labels: str) -> float:
+        return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("toolrpc_rpc_calls_total", method="create_message", outcome="ok") == 4
+    assert value("toolrpc_rpc_calls_total", method="session_get", outcome="-32004") == 1
+    assert value("toolrpc_steps_total", outcome="tool_calls") == 1
+    assert value("toolrpc_steps_total", outcome="stop") == 4
+    assert value("toolrpc_tool_calls_total", outcome="valid") == 1
+    assert value("toolrpc_step_seconds_count") == 5
+    assert value("toolrpc_time_to_first_token_seconds_count") == 5
+    assert value("toolrpc_time_per_output_token_seconds_count") <= 5
+    assert value("toolrpc_sessions_stored") == 2
+    assert value("toolrpc_generations_total") == 5
+    assert value("toolrpc_running_sequences") == 0
+    assert value("toolrpc_waiting_sequences") == 0
