@@ -46,6 +46,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from toolrpc.chat.grounding import unfillable_arguments
 from toolrpc.chat.turn import Exchange, Turn
 from toolrpc.engines.base import Engine
 from toolrpc.protocol import Tool
@@ -62,6 +63,8 @@ MAX_RESULTS_CHARS = 600
 MAX_PRIORS = 4096
 RERANKED = 4
 """Tools the direct channel re-ranks: the noisy channel's best few (module docstring)."""
+UNFILLABLE = "unfillable"
+"""`Decision.abstained`: no offered tool's required numbers are in the conversation."""
 DEFAULT_BIAS = -0.15
 """Added to the "answer" option's score (module docstring): negative calls tools more often."""
 
@@ -72,6 +75,8 @@ class Decision:
 
     tool: Tool | None
     scores: dict[str, float]
+    abstained: str | None = None
+    """Why no tool was called although one scored best (`UNFILLABLE`, ...), or None."""
 
 
 class ToolRouter:
@@ -85,37 +90,55 @@ class ToolRouter:
     async def decide(
         self, turn: Turn, tools: Sequence[Tool], *, may_answer: bool = True
     ) -> Decision:
-        """Choose a tool, or (when `may_answer`) to answer without one, for the turn's request."""
+        """Choose a tool, or (when `may_answer`) to answer without one, for the turn's request.
+
+        Raises what `Engine.score` raises (`Overloaded`, `GenerationCancelled`, ...)."""
         request = turn.request
         if not tools or (may_answer and not request):
             return Decision(tool=None, scores={})
         if len(tools) == 1 and not may_answer:
             return Decision(tool=tools[0], scores={})
+        if may_answer:
+            tools = [
+                t for t in tools if not unfillable_arguments(t.function.parameters, turn.sources)
+            ]
+            if not tools:
+                logger.debug("router: no offered tool can be filled -> answer")
+                return Decision(tool=None, scores={}, abstained=UNFILLABLE)
         request = (request or "")[:MAX_REQUEST_CHARS]
         tasks = [_tool_task(tool) for tool in tools]
         if may_answer:
             tasks.append(_answer_task(turn))
         channel = await self._scores([(OPTION_PROMPT.format(task=task), request) for task in tasks])
         ranks = {tool.name: channel[i] for i, tool in enumerate(tools)}
+        answer = channel[-1] + self.bias if may_answer else None
+        scores = {**ranks, "": answer} if answer is not None else dict(ranks)
+        if answer is not None and answer >= max(channel[: len(tools)]):
+            logger.debug("router scores %s -> answer", scores)  # no re-ranking can change it
+            return Decision(tool=None, scores=scores)
         finalists = sorted(tools, key=lambda tool: -ranks[tool.name])[:RERANKED]
         if len(finalists) > 1:
-            lines = [_tool_line(tool) for tool in finalists]
-            direct, priors = await asyncio.gather(
-                self._scores([(DIRECT_PROMPT.format(request=request), line) for line in lines]),
-                self._content_free_priors(lines),
-            )
-            for tool, score, prior in zip(finalists, direct, priors, strict=True):
-                ranks[tool.name] += score - prior
+            for tool, evidence in zip(
+                finalists, await self._direct(request, finalists), strict=True
+            ):
+                ranks[tool.name] += evidence
         best = max(finalists, key=lambda tool: ranks[tool.name])
-        scores = dict(ranks)
+        scores.update(ranks)
         chosen: Tool | None = best
-        if may_answer:
-            answer = channel[-1] + self.bias
-            scores[""] = answer
-            if answer >= channel[tools.index(best)]:
-                chosen = None
+        if answer is not None and answer >= channel[tools.index(best)]:
+            chosen = None
         logger.debug("router scores %s -> %s", scores, chosen.name if chosen else "answer")
         return Decision(tool=chosen, scores=scores)
+
+    async def _direct(self, request: str, finalists: Sequence[Tool]) -> list[float]:
+        """The calibrated direct channel of each finalist: its score after the request less its
+        score after a content-free request."""
+        lines = [_tool_line(tool) for tool in finalists]
+        direct, priors = await asyncio.gather(
+            self._scores([(DIRECT_PROMPT.format(request=request), line) for line in lines]),
+            self._content_free_priors(lines),
+        )
+        return [score - prior for score, prior in zip(direct, priors, strict=True)]
 
     async def _scores(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         results = await asyncio.gather(*(self.engine.score(p, c) for p, c in pairs))
