@@ -36,6 +36,43 @@ Every option is one short teacher-forced prompt (`Engine.score`), scored concurr
 channel, then the re-ranking), so the batching engine runs them in a few steps; the
 content-free priors are computed once per tool. With a tool chosen, its call is generated under
 that tool's JSON Schema grammar, so its arguments always validate.
+
+Abstention (near misses). A tool of the request's subject that cannot do what was asked (a
+rectangle's area for a circle's circumference, `get_weather` for the Jurassic's climate) scores
+high on both channels, so `auto` called the nearest tool: 17 of the 35 near misses of
+`benchmarks/tool_eval.py` (category `near_miss`) and 9 of its 18 held-out ones were answered
+in prose (router decisions in process, benchmarks/README.md). Measured candidates:
+
+- *unfillable arguments* (kept): a tool whose required numbers the conversation does not hold
+  (chat/grounding.py, `unfillable_arguments`) is not offered to `auto` at all; with none left the
+  request is answered without scoring anything (`Decision.abstained` is `UNFILLABLE`). Evidence
+  the request itself carries, so no threshold to tune; it never removed the expected tool of a
+  `tool` case of either set (they give their numbers). Near misses answered: 23 of 35, held-out
+  15 of 18 (from 17 and 9); a decision changes only where a tool was dropped, and no `tool` case
+  measured lost its call. Free-text arguments give no such evidence: any span of the request
+  fills them, so near misses with `get_stock_price` ("What is a stock?") are still called.
+- *a yes/no question* ('Tool: ...\nRequest: "..."\nCan this tool do what the request asks?
+  Answer:' scored on " Yes" against " No", less the same after a content-free request, and a
+  second wording): not kept. On the first 14 near misses and 7 tool cases scored, no threshold
+  separated them: at 0 it abstained on 9 of 14 near misses but lost 3 of 7 tool calls; at the
+  threshold that lost none (-0.45) it caught 5; the two wordings summed, 8 of 14 for 1 of 7
+  lost ("Find out when the next iPhone is coming out": `search_web`'s content-free "yes" is
+  high). Two more prompts per request for a signal a 135M model does not carry.
+- *the direct channel's calibrated score of the best tool as a per-tool threshold*: not kept;
+  near misses scored 0.48, 0.43, 0.68, 0.29, 0.33 where right calls scored 0.11, 0.11, 0.06.
+
+Cost. The noisy channel is one prompt per option (the option's task, then the request: ~30
+tokens), the re-ranking one per finalist plus a content-free prior computed once per tool. Only
+what can change the decision is scored: a tool that cannot be filled is never scored, and when
+answering already beats every tool on the noisy channel the re-ranking is skipped (it reorders
+tools only, and the answer is compared with the noisy channel). With the 10 tools of the
+evaluation set a request that is answered scores 10-11 prompts (it was 15), one that calls a
+tool 14-15. Prompts run concurrently, one KV slot each; the scheduler (scheduling/scheduler.py)
+reuses a prefix only within the slot that holds it, so an option's task prefix, identical across
+requests, stays cached only while `--parallel` leaves a slot per option: at the default 4 slots
+every prompt is prefilled whole (~350 tokens for an answered request on the evaluation set),
+at 16 slots only its request part. Keeping those prefixes at 4 slots needs KV shared across
+slots (a prefix pool copied into a slot, llama.cpp `seq_cp`), a scheduler change.
 """
 
 from __future__ import annotations
