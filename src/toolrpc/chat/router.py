@@ -136,11 +136,9 @@ class ToolRouter:
         if len(tools) == 1 and not may_answer:
             return Decision(tool=tools[0], scores={})
         if may_answer:
-            tools = [
-                t for t in tools if not unfillable_arguments(t.function.parameters, turn.sources)
-            ]
+            tools = _fillable(tools, turn)
             if not tools:
-                logger.debug("router: no offered tool can be filled -> answer")
+                logger.debug("router scores {} -> answer (no offered tool can be filled)")
                 return Decision(tool=None, scores={}, abstained=UNFILLABLE)
         request = (request or "")[:MAX_REQUEST_CHARS]
         tasks = [_tool_task(tool) for tool in tools]
@@ -191,6 +189,13 @@ class ToolRouter:
                 self._priors.clear()
             self._priors.update(zip(missing, scores, strict=True))
         return [self._priors[line] for line in lines]
+
+
+def _fillable(tools: Sequence[Tool], turn: Turn) -> list[Tool]:
+    """The tools whose required numbers the conversation holds (chat/grounding.py)."""
+    return [
+        tool for tool in tools if not unfillable_arguments(tool.function.parameters, turn.sources)
+    ]
 
 
 def _description(tool: Tool) -> str:
