@@ -113,7 +113,8 @@ class Decision:
     tool: Tool | None
     scores: dict[str, float]
     abstained: str | None = None
-    """Why no tool was called although one scored best (`UNFILLABLE`, ...), or None."""
+    """Why the router answered whatever the scores (`UNFILLABLE`: no offered tool can be filled),
+    or None when the scores decided."""
 
 
 class ToolRouter:
