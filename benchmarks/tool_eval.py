@@ -54,11 +54,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DEFAULT_CASES = ROOT / "benchmarks" / "tool_eval_cases.json"
 STARTUP_DEADLINE_S = 300.0
-CATEGORIES = ("tool", "no_tool", "follow_up")
+CATEGORIES = ("tool", "no_tool", "follow_up", "near_miss")
+DECISION_CATEGORIES = ("tool", "no_tool", "follow_up")
+"""The categories of "overall" (as before near misses were added, so figures compare)."""
 
 TARGET_AUTO = 0.75
 TARGET_SCHEMA = 1.0
 TARGET_REQUIRED_ARGS = 0.80
+TARGET_NEAR_MISS = 0.70
 
 ROUTER_LINE = re.compile(r"router scores (\{.*\}) -> (\S+)")
 CALL_MARKUP = re.compile(r'<tool_call>|^\s*\{\s*"name"\s*:')
@@ -75,9 +78,19 @@ class EvalSet:
     tools: list[JSONDict]
     cases: list[JSONDict]
     contains_args: frozenset[str]
+    extra_tools: list[JSONDict] = field(default_factory=list)
+    """Offered only by the cases that name them in their `tools`."""
+
+    def tools_for(self, case: JSONDict) -> list[JSONDict]:
+        """The tools a case offers: those its `tools` names, else the set's `tools`."""
+        names = case.get("tools")
+        if names is None:
+            return self.tools
+        by_name = {t["function"]["name"]: t for t in self.tools + self.extra_tools}
+        return [by_name[name] for name in names]
 
     def schema(self, name: str) -> JSONDict | None:
-        for tool in self.tools:
+        for tool in self.tools + self.extra_tools:
             function = tool.get("function", tool)
             if function["name"] == name:
                 parameters: JSONDict = function.get("parameters", {"type": "object"})
@@ -85,24 +98,32 @@ class EvalSet:
         return None
 
 
-def load_eval_set(path: Path, limit: int | None) -> EvalSet:
-    """The tools and cases; `limit` keeps the first N cases of each category."""
+def load_eval_set(path: Path, limit: int | None, categories: Sequence[str] = CATEGORIES) -> EvalSet:
+    """The tools and cases of `categories`; `limit` keeps the first N cases of each category."""
     data = json.loads(path.read_text(encoding="utf-8"))
     cases: list[JSONDict] = []
     taken = dict.fromkeys(CATEGORIES, 0)
     for case in data["cases"]:
         if case["category"] not in taken:
             raise ValueError(f"case {case['id']}: unknown category {case['category']!r}")
+        if case["category"] not in categories:
+            continue
         if limit is not None and taken[case["category"]] >= limit:
             continue
         taken[case["category"]] += 1
         cases.append(case)
-    tools = data["tools"]
-    for tool in tools:  # a broken schema in the evaluation set is our bug, not the server's
+    tools, extra_tools = data["tools"], data.get("extra_tools", [])
+    for tool in tools + extra_tools:  # a broken schema in the evaluation set is our bug
         jsonschema.validators.validator_for(tool["function"]["parameters"]).check_schema(
             tool["function"]["parameters"]
         )
-    return EvalSet(tools, cases, frozenset(data.get("match_contains", ())))
+    eval_set = EvalSet(tools, cases, frozenset(data.get("match_contains", ())), extra_tools)
+    for case in cases:
+        try:
+            eval_set.tools_for(case)
+        except KeyError as exc:
+            raise ValueError(f"case {case['id']}: unknown tool {exc}") from exc
+    return eval_set
 
 
 _WORDS = re.compile(r"\w+")
@@ -246,7 +267,7 @@ class Client:
 
     def params(self, case: JSONDict, mode: str) -> JSONDict:
         params: JSONDict = {
-            "tools": self.eval_set.tools,
+            "tools": self.eval_set.tools_for(case),
             "tool_choice": mode,
             "temperature": 0,
         }
@@ -327,7 +348,7 @@ def judge(record: Record, case: JSONDict, eval_set: EvalSet) -> None:
         if case["category"] == "tool":
             record.right_decision = record.type == "tool_calls" and tool_ok
             record.right_args = args_ok
-        else:  # an empty text or a cut-off call is no answer
+        else:  # no_tool, follow_up, near_miss: an empty text or a cut-off call is no answer
             record.right_decision = (
                 record.type == "final_text" and not record.leaked_call and not record.empty_text
             )
@@ -399,6 +420,7 @@ def summarize(records: list[Record]) -> JSONDict:
     required = [r for r in records if r.mode == "required"]
     none = [r for r in records if r.mode == "none"]
     auto_by_cat = {c: [r for r in auto if r.category == c] for c in CATEGORIES}
+    decided = [r for r in auto if r.category in DECISION_CATEGORIES]
     auto_no_tool = {r.case_id: r for r in auto_by_cat["no_tool"]}
     none_by_id = {r.case_id: r for r in none}
     paired = [
@@ -412,7 +434,8 @@ def summarize(records: list[Record]) -> JSONDict:
     med_none = _median([r.latency_s for r in none])
     return {
         "auto_decisions": {
-            "overall": _rate([r.right_decision for r in auto]),
+            "overall": _rate([r.right_decision for r in decided]),
+            "overall_with_near_miss": _rate([r.right_decision for r in auto]),
             **{c: _rate([r.right_decision for r in auto_by_cat[c]]) for c in CATEGORIES},
             "tool_right_args": _rate([r.right_args for r in auto_by_cat["tool"]]),
             "follow_up_empty_text": sum(r.empty_text for r in auto_by_cat["follow_up"]),
@@ -452,6 +475,7 @@ def summarize(records: list[Record]) -> JSONDict:
             "num_paired_both_text": len(paired),
             "median_auto_tool": _median([r.latency_s for r in auto_by_cat["tool"]]),
             "median_auto_follow_up": _median([r.latency_s for r in auto_by_cat["follow_up"]]),
+            "median_auto_near_miss": _median([r.latency_s for r in auto_by_cat["near_miss"]]),
             "median_auto_all": _median([r.latency_s for r in auto]),
             "median_required": _median([r.latency_s for r in required]),
         },
@@ -476,7 +500,10 @@ def checks(summary: JSONDict) -> list[Check]:
     valid_n = schema["auto"]["n"] + schema["required"]["n"]
     valid = (schema["auto"]["right"] + schema["required"]["right"]) / valid_n if valid_n else None
     req = summary["required"]["right_tool_and_args"]["rate"]
+    near = summary["auto_decisions"]["near_miss"]["rate"]
     return [
+        Check("near misses answered (no call)", near, f">= {TARGET_NEAR_MISS:.0%}",
+              _at_least(near, TARGET_NEAR_MISS)),
         Check("right auto decisions", auto, f">= {TARGET_AUTO:.0%}", _at_least(auto, TARGET_AUTO)),
         Check("schema-valid calls (auto+required)", valid, "100%", _at_least(valid, TARGET_SCHEMA)),
         Check("required: right tool+args", req, f">= {TARGET_REQUIRED_ARGS:.0%}",
@@ -524,6 +551,8 @@ def table_rows(summary: JSONDict) -> list[tuple[str, str]]:
     a, s, q, lat = (summary[k] for k in ("auto_decisions", "schema_valid", "required", "latency_s"))
     return [
         ("auto: right decisions, overall", _pct(a["overall"])),
+        ("auto: near miss (text, no call)", _pct(a["near_miss"])),
+        ("auto: overall with near misses", _pct(a["overall_with_near_miss"])),
         ("auto: needs a tool (right tool)", _pct(a["tool"])),
         ("auto: needs a tool (right tool+args)", _pct(a["tool_right_args"])),
         ("auto: no tool needed (text)", _pct(a["no_tool"])),
@@ -545,6 +574,7 @@ def table_rows(summary: JSONDict) -> list[tuple[str, str]]:
          f"{_secs(lat['router_added_paired_median'], True)}; {lat['num_paired_both_text']}"),
         ("median latency auto, tool prompts", _secs(lat["median_auto_tool"])),
         ("median latency auto, follow-ups", _secs(lat["median_auto_follow_up"])),
+        ("median latency auto, near misses", _secs(lat["median_auto_near_miss"])),
         ("median latency auto, all", _secs(lat["median_auto_all"])),
         ("median latency required", _secs(lat["median_required"])),
     ]  # fmt: skip
@@ -638,6 +668,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: one server with the server's default)",
     )
     parser.add_argument("--limit", type=int, default=None, help="first N cases of each category")
+    parser.add_argument(
+        "--categories",
+        default=",".join(CATEGORIES),
+        help=f"comma-separated categories to run (default: all, {','.join(CATEGORIES)})",
+    )
     parser.add_argument("--port", type=int, default=18200, help="loopback port of the server")
     parser.add_argument(
         "--router",
@@ -670,6 +705,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)  # fmt: skip
     args.biases = parse_biases(args.bias)
+    args.categories = tuple(c for c in args.categories.split(",") if c)
+    if unknown := set(args.categories) - set(CATEGORIES):
+        parser.error(f"unknown categories: {', '.join(sorted(unknown))}")
     extra = shlex.split(args.server_flags)
     if args.bias and any(f.startswith("--tool-router-bias") for f in extra):
         parser.error("give the bias with --bias or in --server-flags, not both")
@@ -698,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     """One server per bias; the exit code is 0 when every run completed, whatever the verdicts."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # so the server stops in `finally`
-    eval_set = load_eval_set(args.cases, args.limit)
+    eval_set = load_eval_set(args.cases, args.limit, args.categories)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     log_path = RESULTS_DIR / f"tool-eval-{stamp}-server.log"
@@ -706,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     output: JSONDict = {
         "config": {
             "cases_file": str(args.cases), "limit": args.limit, "case_counts": counts,
+            "categories": args.categories,
             "num_tools": len(eval_set.tools), "biases": args.biases, "router": args.router,
             "server_flags": args.extra_flags, "max_new_tokens": args.max_new_tokens,
             "temperature": 0, "cpu_count": os.cpu_count(), "git": git_state(),

@@ -20,6 +20,7 @@ from toolrpc.chat.grounding import (
     is_grounded,
     spans,
     tokens,
+    unfillable_arguments,
     ungrounded_arguments,
     value_bound,
 )
@@ -237,3 +238,41 @@ async def test_without_grounding_the_model_s_own_values_are_returned() -> None:
     first = engine.requests[0].json_schema
     assert first is not None  # nor is the call bounded
     assert "maxLength" not in first["properties"]["arguments"]["properties"]["expression"]
+
+
+RECTANGLE = {
+    "type": "object",
+    "properties": {"width": {"type": "number"}, "height": {"type": "number"}},
+    "required": ["width", "height"],
+}
+
+
+def test_required_numbers_the_conversation_does_not_hold_are_unfillable() -> None:
+    assert unfillable_arguments(RECTANGLE, ["What is the perimeter of a rectangle?"]) == (
+        "width",
+        "height",
+    )
+    assert unfillable_arguments(RECTANGLE, ["A circle with a radius of 3 cm"]) == ("height",)
+
+
+def test_each_required_number_needs_a_distinct_number_digits_or_words() -> None:
+    assert unfillable_arguments(RECTANGLE, ["area of a 3 by 4.5 rectangle"]) == ()
+    assert unfillable_arguments(RECTANGLE, ["a rectangle two by five"]) == ()
+    assert unfillable_arguments(RECTANGLE, ["a 3 by 3 square"]) == ("height",)
+    assert unfillable_arguments(RECTANGLE, ["a rectangle", "width 2 and height 7"]) == ()
+
+
+def test_numbers_with_a_default_enum_or_optional_and_strings_are_never_unfillable() -> None:
+    parameters = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "days": {"type": "integer", "default": 1},
+            "unit": {"type": "integer", "enum": [1, 2]},
+            "limit": {"type": "integer"},
+        },
+        "required": ["city", "days", "unit"],
+    }
+
+    assert unfillable_arguments(parameters, ["What's the weather in Paris?"]) == ()
+    assert unfillable_arguments(RECTANGLE, []) == ()

@@ -11,6 +11,7 @@ from toolrpc.chat.router import (
     ANSWER_TASK,
     CONTENT_FREE_REQUEST,
     RERANKED,
+    UNFILLABLE,
     ToolRouter,
 )
 from toolrpc.chat.template import DEFAULT_CHATML_TEMPLATE, ChatTemplate
@@ -247,3 +248,67 @@ async def test_only_the_noisy_channels_best_few_tools_are_re_ranked() -> None:
     direct = [c for p, c in engine.scored if p.startswith("User request:") and "topic" in p]
     assert len(direct) == RERANKED
     assert decision.tool is not None and decision.tool.name == "tool_2"
+
+
+RECTANGLE = Tool.model_validate(
+    {
+        "name": "rectangle_area",
+        "description": "Compute the area of a rectangle",
+        "parameters": {
+            "type": "object",
+            "properties": {"width": {"type": "number"}, "height": {"type": "number"}},
+            "required": ["width", "height"],
+        },
+    }
+)
+
+
+async def test_a_tool_whose_required_numbers_no_one_gave_is_not_called_nor_scored() -> None:
+    engine = FakeEngine()
+    request = [user("What is the circumference of a rectangle area circle of radius 3?")]
+
+    decision = await ToolRouter(engine).decide(Turn.of(request), [RECTANGLE])
+
+    assert decision.tool is None and decision.abstained == UNFILLABLE
+    assert engine.scored == []
+
+
+async def test_an_unfillable_tool_leaves_the_choice_to_the_others() -> None:
+    engine = FakeEngine()
+    request = [user("rectangle area and the current weather for a city")]
+
+    decision = await ToolRouter(engine).decide(Turn.of(request), [RECTANGLE, WEATHER])
+
+    assert decision.tool is not None and decision.tool.name == "get_weather"
+    assert not any("rectangle" in prompt for prompt, _ in engine.scored)
+
+
+async def test_a_tool_whose_numbers_the_request_gives_can_be_called() -> None:
+    engine = FakeEngine()
+    request = [user("compute the area of a rectangle 3 by 4")]
+
+    decision = await ToolRouter(engine).decide(Turn.of(request), [RECTANGLE])
+
+    assert decision.tool is RECTANGLE and decision.abstained is None
+
+
+async def test_required_calls_a_tool_even_when_its_numbers_are_missing() -> None:
+    engine = FakeEngine()
+
+    decision = await ToolRouter(engine).decide(
+        Turn.of([user("area of a rectangle")]), [RECTANGLE, WEATHER], may_answer=False
+    )
+
+    assert decision.tool is RECTANGLE
+
+
+async def test_when_answering_beats_every_tool_the_direct_channel_is_not_scored() -> None:
+    engine = FakeEngine()
+
+    decision = await ToolRouter(engine, bias=0.0).decide(
+        Turn.of([user("chat, write, explain or answer from general knowledge")]), TOOLS
+    )
+
+    assert decision.tool is None
+    assert len(engine.scored) == len(TOOLS) + 1
+    assert not any(prompt.startswith("User request:") for prompt, _ in engine.scored)

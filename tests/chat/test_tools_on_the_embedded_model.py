@@ -127,3 +127,49 @@ async def test_required_picks_the_tool_and_takes_its_values_from_the_request(
     name, arguments = await required("Translate 'Where is the train station?' into Spanish.")
     assert name == "translate"
     assert arguments == {"text": "Where is the train station?", "target_language": "Spanish"}
+
+
+RECTANGLE_AREA = Tool.model_validate(
+    {
+        "name": "rectangle_area",
+        "description": "Compute the area of a rectangle",
+        "parameters": {
+            "type": "object",
+            "properties": {"width": {"type": "number"}, "height": {"type": "number"}},
+            "required": ["width", "height"],
+        },
+    }
+)
+
+
+async def test_auto_answers_in_prose_when_the_only_tool_cannot_do_what_is_asked(
+    session: Chat,
+) -> None:
+    _, result = await run_step(
+        session,
+        [RECTANGLE_AREA],
+        wait_s=WAIT_S,
+        temperature=0,
+        message="What is the circumference of a circle with a radius of 3 cm?",
+        max_new_tokens=32,
+    )
+
+    assert result.type == "final_text" and isinstance(result.content, str)
+    assert result.content.strip()
+    assert not any(marker in result.content for marker in MARKUP)
+
+
+async def test_auto_still_calls_the_tool_that_fits_once_the_request_gives_its_numbers(
+    session: Chat,
+) -> None:
+    _, result = await run_step(
+        session,
+        [RECTANGLE_AREA],
+        wait_s=WAIT_S,
+        temperature=0,
+        message="Compute the area of a rectangle 3 m wide and 4 m high.",
+    )
+
+    name, arguments = only_call(result)
+    assert name == "rectangle_area"
+    assert sorted(arguments.values()) == [3, 4]

@@ -35,6 +35,13 @@ call's schema) and `grounded` (the second call's), and `needs_grounding` to deci
 two passes; the texts are the turn's `sources` (chat/turn.py), so what counts as the
 conversation's words is decided once.
 
+Before a tool is called at all, the router (chat/router.py) asks whether it *can* be: a required
+`number` or `integer` argument has nothing to be grounded in when the conversation holds fewer
+numbers (digits, or numerals such as "five" or "dozen") than the tool requires such arguments
+(`unfillable_arguments`): "What is the circumference of a circle with a radius of 3 cm?" cannot
+fill a rectangle's width and height, and "convert some dollars to euros" no amount. Free-text
+arguments give no such evidence before the call: any span of the request can fill them.
+
 Only top-level properties of the arguments object are checked; nested objects keep the tool's
 schema. Values a tool needs in a form no one wrote (a ticker for a company name) stay the model's
 own when they are grounded and become the closest span when they are not — the trade a small
@@ -59,6 +66,47 @@ _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|\w+", re.UNICODE)
 """A number (digits with their separators: `2,480`, `12.5`) or a word."""
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _TEMPLATE_MARKS = "{}<>"
+_NUMERALS = frozenset(
+    (
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "sixty",
+        "seventy",
+        "eighty",
+        "ninety",
+        "hundred",
+        "thousand",
+        "million",
+        "billion",
+        "dozen",
+        "half",
+        "quarter",
+    )
+)
+"""Number words: a value written as a word is a number the user gave."""
+_NUMERIC_TYPES = ("number", "integer")
 _EDGE_PUNCTUATION = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb()[]{}<>.,;:!?"
 
 
@@ -108,6 +156,31 @@ def ungrounded_arguments(
         for name in free_text_properties(parameters)
         if isinstance(value := arguments.get(name), str) and not is_grounded(value, texts)
     }
+
+
+def unfillable_arguments(parameters: Mapping[str, Any], texts: Sequence[str]) -> tuple[str, ...]:
+    """The required numeric arguments (`number` or `integer`, no `enum`, `const` or `default`)
+    that `texts` hold too few distinct numbers for, in the schema's order: each needs a number of
+    its own, a digit string or a numeral word (module docstring). Empty when every one can be
+    filled, or when there are no texts to judge by."""
+    properties = parameters.get("properties")
+    required = parameters.get("required")
+    if not texts or not isinstance(properties, Mapping) or not isinstance(required, list):
+        return ()
+    numeric = [
+        name
+        for name in required
+        if isinstance(schema := properties.get(name), Mapping)
+        and schema.get("type") in _NUMERIC_TYPES
+        and not any(key in schema for key in ("enum", "const", "default"))
+    ]
+    numbers = {
+        token
+        for text in texts
+        for token in tokens(text)
+        if token[0].isdigit() or token in _NUMERALS
+    }
+    return tuple(numeric[len(numbers) :])
 
 
 def spans(texts: Sequence[str]) -> list[str]:

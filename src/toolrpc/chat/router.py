@@ -36,6 +36,43 @@ Every option is one short teacher-forced prompt (`Engine.score`), scored concurr
 channel, then the re-ranking), so the batching engine runs them in a few steps; the
 content-free priors are computed once per tool. With a tool chosen, its call is generated under
 that tool's JSON Schema grammar, so its arguments always validate.
+
+Abstention (near misses). A tool of the request's subject that cannot do what was asked (a
+rectangle's area for a circle's circumference, `get_weather` for the Jurassic's climate) scores
+high on both channels, so `auto` called the nearest tool: 17 of the 35 near misses of
+`benchmarks/tool_eval.py` (category `near_miss`) and 9 of its 18 held-out ones were answered
+in prose (router decisions in process, benchmarks/README.md). Measured candidates:
+
+- *unfillable arguments* (kept): a tool whose required numbers the conversation does not hold
+  (chat/grounding.py, `unfillable_arguments`) is not offered to `auto` at all; with none left the
+  request is answered without scoring anything (`Decision.abstained` is `UNFILLABLE`). Evidence
+  the request itself carries, so no threshold to tune; it never removed the expected tool of a
+  `tool` case of either set (they give their numbers). Near misses answered: 23 of 35, held-out
+  15 of 18 (from 17 and 9); a decision changes only where a tool was dropped, and no `tool` case
+  measured lost its call. Free-text arguments give no such evidence: any span of the request
+  fills them, so near misses with `get_stock_price` ("What is a stock?") are still called.
+- *a yes/no question* ('Tool: ...\nRequest: "..."\nCan this tool do what the request asks?
+  Answer:' scored on " Yes" against " No", less the same after a content-free request, and a
+  second wording): not kept. On the first 14 near misses and 7 tool cases scored, no threshold
+  separated them: at 0 it abstained on 9 of 14 near misses but lost 3 of 7 tool calls; at the
+  threshold that lost none (-0.45) it caught 5; the two wordings summed, 8 of 14 for 1 of 7
+  lost ("Find out when the next iPhone is coming out": `search_web`'s content-free "yes" is
+  high). Two more prompts per request for a signal a 135M model does not carry.
+- *the direct channel's calibrated score of the best tool as a per-tool threshold*: not kept;
+  near misses scored 0.48, 0.43, 0.68, 0.29, 0.33 where right calls scored 0.11, 0.11, 0.06.
+
+Cost. The noisy channel is one prompt per option (the option's task, then the request: ~30
+tokens), the re-ranking one per finalist plus a content-free prior computed once per tool. Only
+what can change the decision is scored: a tool that cannot be filled is never scored, and when
+answering already beats every tool on the noisy channel the re-ranking is skipped (it reorders
+tools only, and the answer is compared with the noisy channel). With the 10 tools of the
+evaluation set a request that is answered scores 10-11 prompts (it was 15), one that calls a
+tool 14-15. Prompts run concurrently, one KV slot each; the scheduler (scheduling/scheduler.py)
+reuses a prefix only within the slot that holds it, so an option's task prefix, identical across
+requests, stays cached only while `--parallel` leaves a slot per option: at the default 4 slots
+every prompt is prefilled whole (~350 tokens for an answered request on the evaluation set),
+at 16 slots only its request part. Keeping those prefixes at 4 slots needs KV shared across
+slots (a prefix pool copied into a slot, llama.cpp `seq_cp`), a scheduler change.
 """
 
 from __future__ import annotations
@@ -46,6 +83,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from toolrpc.chat.grounding import unfillable_arguments
 from toolrpc.chat.turn import Exchange, Turn
 from toolrpc.engines.base import Engine
 from toolrpc.protocol import Tool
@@ -62,6 +100,8 @@ MAX_RESULTS_CHARS = 600
 MAX_PRIORS = 4096
 RERANKED = 4
 """Tools the direct channel re-ranks: the noisy channel's best few (module docstring)."""
+UNFILLABLE = "unfillable"
+"""`Decision.abstained`: no offered tool's required numbers are in the conversation."""
 DEFAULT_BIAS = -0.15
 """Added to the "answer" option's score (module docstring): negative calls tools more often."""
 
@@ -72,6 +112,9 @@ class Decision:
 
     tool: Tool | None
     scores: dict[str, float]
+    abstained: str | None = None
+    """Why the router answered whatever the scores (`UNFILLABLE`: no offered tool can be filled),
+    or None when the scores decided."""
 
 
 class ToolRouter:
@@ -85,37 +128,53 @@ class ToolRouter:
     async def decide(
         self, turn: Turn, tools: Sequence[Tool], *, may_answer: bool = True
     ) -> Decision:
-        """Choose a tool, or (when `may_answer`) to answer without one, for the turn's request."""
+        """Choose a tool, or (when `may_answer`) to answer without one, for the turn's request.
+
+        Raises what `Engine.score` raises (`Overloaded`, `GenerationCancelled`, ...)."""
         request = turn.request
         if not tools or (may_answer and not request):
             return Decision(tool=None, scores={})
         if len(tools) == 1 and not may_answer:
             return Decision(tool=tools[0], scores={})
+        if may_answer:
+            tools = _fillable(tools, turn)
+            if not tools:
+                logger.debug("router scores {} -> answer (no offered tool can be filled)")
+                return Decision(tool=None, scores={}, abstained=UNFILLABLE)
         request = (request or "")[:MAX_REQUEST_CHARS]
         tasks = [_tool_task(tool) for tool in tools]
         if may_answer:
             tasks.append(_answer_task(turn))
         channel = await self._scores([(OPTION_PROMPT.format(task=task), request) for task in tasks])
         ranks = {tool.name: channel[i] for i, tool in enumerate(tools)}
+        answer = channel[-1] + self.bias if may_answer else None
+        scores = {**ranks, "": answer} if answer is not None else dict(ranks)
+        if answer is not None and answer >= max(channel[: len(tools)]):
+            logger.debug("router scores %s -> answer", scores)  # no re-ranking can change it
+            return Decision(tool=None, scores=scores)
         finalists = sorted(tools, key=lambda tool: -ranks[tool.name])[:RERANKED]
         if len(finalists) > 1:
-            lines = [_tool_line(tool) for tool in finalists]
-            direct, priors = await asyncio.gather(
-                self._scores([(DIRECT_PROMPT.format(request=request), line) for line in lines]),
-                self._content_free_priors(lines),
-            )
-            for tool, score, prior in zip(finalists, direct, priors, strict=True):
-                ranks[tool.name] += score - prior
+            for tool, evidence in zip(
+                finalists, await self._direct(request, finalists), strict=True
+            ):
+                ranks[tool.name] += evidence
         best = max(finalists, key=lambda tool: ranks[tool.name])
-        scores = dict(ranks)
+        scores.update(ranks)
         chosen: Tool | None = best
-        if may_answer:
-            answer = channel[-1] + self.bias
-            scores[""] = answer
-            if answer >= channel[tools.index(best)]:
-                chosen = None
+        if answer is not None and answer >= channel[tools.index(best)]:
+            chosen = None
         logger.debug("router scores %s -> %s", scores, chosen.name if chosen else "answer")
         return Decision(tool=chosen, scores=scores)
+
+    async def _direct(self, request: str, finalists: Sequence[Tool]) -> list[float]:
+        """The calibrated direct channel of each finalist: its score after the request less its
+        score after a content-free request."""
+        lines = [_tool_line(tool) for tool in finalists]
+        direct, priors = await asyncio.gather(
+            self._scores([(DIRECT_PROMPT.format(request=request), line) for line in lines]),
+            self._content_free_priors(lines),
+        )
+        return [score - prior for score, prior in zip(direct, priors, strict=True)]
 
     async def _scores(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         results = await asyncio.gather(*(self.engine.score(p, c) for p, c in pairs))
@@ -131,6 +190,13 @@ class ToolRouter:
                 self._priors.clear()
             self._priors.update(zip(missing, scores, strict=True))
         return [self._priors[line] for line in lines]
+
+
+def _fillable(tools: Sequence[Tool], turn: Turn) -> list[Tool]:
+    """The tools whose required numbers the conversation holds (chat/grounding.py)."""
+    return [
+        tool for tool in tools if not unfillable_arguments(tool.function.parameters, turn.sources)
+    ]
 
 
 def _description(tool: Tool) -> str:
