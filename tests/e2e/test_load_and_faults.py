@@ -94,13 +94,6 @@ def test_64_clients_each_complete_or_are_refused_and_nothing_leaks(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scheduling/loop.py checks the queue before `await self._call(new_sampler)`, which "
-    "waits behind model steps on the runner's thread; every arrival passes the check, and the "
-    "refusals come at `_admit` once the samplers are built (measured: 17 s on a loaded 2-core "
-    "machine). Reserving the queue place at the check would make the refusal immediate.",
-)
 def test_64_clients_past_the_queue_are_refused_at_once(crowd: list[tuple[str, float]]) -> None:
     refusals = [elapsed for kind, elapsed in crowd if kind == "error -32000"]
 

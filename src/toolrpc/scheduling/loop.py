@@ -99,6 +99,8 @@ class BatchLoop:
         self._idle = asyncio.Event()
         self._idle.set()
         self._num_arriving = 0
+        self._num_reserved = 0
+        """Requests past the room check whose sequence is not queued yet (`_reserved`)."""
         self._interrupt = threading.Event()
         """Set when a request arrives or ends: a multi-step runner call stops after its step."""
         self._task: asyncio.Task[None] | None = None
@@ -123,17 +125,20 @@ class BatchLoop:
         """Stream the continuation of `request.prompt`; see `Engine.generate` for the errors."""
         with self._arriving():
             prompt_ids = await self._tokenize(request.prompt)
-            self._check_room(len(prompt_ids))
-            try:
-                sampler = await self._call(
-                    self.runner.new_sampler, request.sampling, request.json_schema
+            with self._reserved(len(prompt_ids)):
+                try:
+                    sampler = await self._call(
+                        self.runner.new_sampler, request.sampling, request.json_schema
+                    )
+                except ValueError as exc:  # a schema the engine cannot turn into a grammar
+                    raise InvalidParams(f"cannot constrain generation: {exc}") from exc
+                room = self.runner.context_length - len(prompt_ids)
+                max_new = min(request.max_new_tokens, room)
+                seq = Sequence(
+                    seq_id=next(self._ids), prompt_ids=prompt_ids, max_new_tokens=max_new
                 )
-            except ValueError as exc:  # a schema the engine cannot turn into a grammar
-                raise InvalidParams(f"cannot constrain generation: {exc}") from exc
-            max_new = min(request.max_new_tokens, self.runner.context_length - len(prompt_ids))
-            seq = Sequence(seq_id=next(self._ids), prompt_ids=prompt_ids, max_new_tokens=max_new)
-            state = _Request(seq=seq, sampler=sampler, text=TextAssembler(request.stop))
-            await self._admit(state)
+                state = _Request(seq=seq, sampler=sampler, text=TextAssembler(request.stop))
+                await self._admit(state)
         try:
             while True:
                 item = await self._next(state)
@@ -192,11 +197,26 @@ class BatchLoop:
         return await asyncio.to_thread(self.runner.tokenize, text)
 
     def _check_room(self, num_prompt: int) -> None:
-        """Refuse a prompt that cannot fit, or a request the queue cannot take."""
+        """Refuse a prompt that cannot fit, or a request the queue cannot take (counting the
+        places already promised to requests still on their way in)."""
         if num_prompt >= self.runner.context_length:
             raise ContextLengthExceeded(num_prompt, self.runner.context_length)
-        if not self.scheduler.can_accept:
+        scheduler = self.scheduler
+        places = scheduler.max_waiting + scheduler.num_slots_free - len(scheduler.waiting)
+        if places <= self._num_reserved:
             raise Overloaded("the request queue is full", self.config.retry_after_s)
+
+    @contextlib.contextmanager
+    def _reserved(self, num_prompt: int) -> Iterator[None]:
+        """Check the room for a request and hold its place while its sampler is built: that
+        waits behind the model step in flight, and without the hold every request of a burst
+        passed the check meanwhile and was refused only after it (seconds, not at once)."""
+        self._check_room(num_prompt)
+        self._num_reserved += 1
+        try:
+            yield
+        finally:
+            self._num_reserved -= 1
 
     async def _admit(self, state: _Request) -> None:
         """Queue a request's sequence and wake the loop (releases its sampler if refused)."""
