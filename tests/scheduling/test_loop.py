@@ -248,21 +248,23 @@ async def test_a_burst_is_refused_at_once_while_the_runner_is_busy() -> None:
     gate = threading.Event()
     runner = ScriptedRunner(slots=1, gate=gate, num_free_steps=1)
     config = LoopConfig(max_waiting=1, retry_after_s=1.0)
-    async with batch_loop(runner, config) as loop:
-        async with aclosing(loop.generate(request("a" * 40))) as first:
-            async with asyncio.timeout(WAIT_S):
-                await anext(first)
-                await asyncio.to_thread(runner.held.wait, WAIT_S)  # the runner thread is busy
-            burst = [asyncio.ensure_future(collect(loop, request(f"b{i}"))) for i in range(3)]
+    async with (
+        batch_loop(runner, config) as loop,
+        aclosing(loop.generate(request("a" * 40))) as first,
+    ):
+        async with asyncio.timeout(WAIT_S):
+            await anext(first)
+            await asyncio.to_thread(runner.held.wait, WAIT_S)  # the runner thread is busy
+        burst = [asyncio.ensure_future(collect(loop, request(f"b{i}"))) for i in range(3)]
 
-            async with asyncio.timeout(WAIT_S / 4):  # well before the runner is free again
-                done, _ = await asyncio.wait(burst[1:], return_when=asyncio.ALL_COMPLETED)
+        async with asyncio.timeout(WAIT_S / 4):  # well before the runner is free again
+            done, _ = await asyncio.wait(burst[1:], return_when=asyncio.ALL_COMPLETED)
 
-            assert all(isinstance(task.exception(), Overloaded) for task in done)
-            assert not burst[0].done()  # its place is held while its sampler is built
-            gate.set()
-            async with asyncio.timeout(WAIT_S):
-                assert text_of(await burst[0]) == "0b"
+        assert all(isinstance(task.exception(), Overloaded) for task in done)
+        assert not burst[0].done()  # its place is held while its sampler is built
+        gate.set()
+        async with asyncio.timeout(WAIT_S):
+            assert text_of(await burst[0]) == "0b"
 
 
 async def test_closing_a_stream_early_frees_its_slot_for_a_queued_request() -> None:
