@@ -11,7 +11,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
 
-from toolrpc.chat.conversation import DeltaEvent, DoneEvent, StepEvent, ToolCallsEvent
+from toolrpc.chat.conversation import (
+    DeltaEvent,
+    DoneEvent,
+    StepEvent,
+    StepReport,
+    ToolCallsEvent,
+)
 from toolrpc.errors import ToolRpcError
 
 
@@ -29,6 +35,10 @@ class StepRecord:
     completion_tokens: int
     outcome: str
     num_tool_calls: int
+    num_rejected_calls: int = 0
+    """Calls the model wrote that the offer did not accept."""
+    route: str | None = None
+    """The tool router's decision (`StepReport.route`), None when it did not decide."""
 
 
 class StepObserver(Protocol):
@@ -50,12 +60,14 @@ async def observed(
     started = clock()
     first: float | None = None
     tokens, calls, outcome = 0, 0, ""
+    report = StepReport()
     try:
         async with aclosing(events):
             async for event in events:
                 if first is None and isinstance(event, DeltaEvent | ToolCallsEvent):
                     first = clock() - started
                 if isinstance(event, DoneEvent):
+                    report = event.report
                     tokens = event.result.usage.completion_tokens
                     outcome = event.result.finish_reason
                     if isinstance(event.result.content, list):
@@ -66,4 +78,14 @@ async def observed(
         raise
     finally:
         if outcome:
-            observer.step_done(StepRecord(first, clock() - started, tokens, outcome, calls))
+            observer.step_done(
+                StepRecord(
+                    first,
+                    clock() - started,
+                    tokens,
+                    outcome,
+                    calls,
+                    report.num_rejected_calls,
+                    report.route,
+                )
+            )

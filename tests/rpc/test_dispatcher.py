@@ -599,3 +599,27 @@ def test_duplicate_or_reserved_method_names_are_refused(names: list[str]) -> Non
 def test_batch_limit_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Dispatcher([], max_batch_size=0)
+
+
+async def test_every_call_is_reported_with_its_outcome_and_unknown_names_as_one() -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def echo(params: Any) -> Any:
+        return "ok"
+
+    dispatcher = Dispatcher([Method("echo", echo)], on_call=lambda m, o: seen.append((m, o)))
+    body = [
+        {"jsonrpc": "2.0", "id": 1, "method": "echo"},
+        {"jsonrpc": "2.0", "id": 2, "method": "echo", "params": {"x": 1}},
+        {"jsonrpc": "2.0", "id": 3, "method": "no_such_method_1"},
+        {"jsonrpc": "2.0", "method": "no_such_method_2"},
+    ]
+
+    await dispatcher.handle(json.dumps(body).encode())
+
+    assert sorted(seen) == [
+        ("(unknown)", "-32601"),
+        ("(unknown)", "-32601"),
+        ("echo", "-32602"),
+        ("echo", "ok"),
+    ]

@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server.apps import PARIS, make_app, serving
 from tests.server.test_rpc_http import WEATHER
+from toolrpc.config import Settings
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -20,7 +21,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_the_figures_of_a_scripted_load_add_up() -> None:
-    app, _ = make_app(PARIS, "Sunny.", "Hello.", "Hi again.", "Plain answer.")
+    nope = '<tool_call>{"name": "nope", "arguments": {}}</tool_call>'
+    app, _ = make_app(PARIS, "Sunny.", "Hello.", "Hi again.", "Plain answer.", nope)
     call = {"jsonrpc": "2.0", "method": "create_message", "id": 1}
 
     async with serving(app) as client:
@@ -43,20 +45,40 @@ async def test_the_figures_of_a_scripted_load_add_up() -> None:
             "id": 2,
         }
         await client.post("/rpc", content=json.dumps(missing))
+        unknown_tool = {**call, "params": {"message": "Weather?", "tools": [WEATHER]}}
+        await client.post("/rpc", content=json.dumps(unknown_tool))
         scraped = samples((await client.get("/metrics")).text)
 
     def value(name: str, **labels: str) -> float:
         return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
 
-    assert value("toolrpc_rpc_calls_total", method="create_message", outcome="ok") == 4
+    assert value("toolrpc_rpc_calls_total", method="create_message", outcome="ok") == 5
+    assert value("toolrpc_rpc_calls_total", method="create_message", outcome="-32602") == 1
     assert value("toolrpc_rpc_calls_total", method="session_get", outcome="-32004") == 1
     assert value("toolrpc_steps_total", outcome="tool_calls") == 1
-    assert value("toolrpc_steps_total", outcome="stop") == 4
+    assert value("toolrpc_steps_total", outcome="stop") == 5
     assert value("toolrpc_tool_calls_total", outcome="valid") == 1
-    assert value("toolrpc_step_seconds_count") == 5
+    assert value("toolrpc_tool_calls_total", outcome="rejected") == 1
+    assert value("toolrpc_step_seconds_count") == 6
     assert value("toolrpc_time_to_first_token_seconds_count") == 5
     assert value("toolrpc_time_per_output_token_seconds_count") <= 5
     assert value("toolrpc_sessions_stored") == 2
-    assert value("toolrpc_generations_total") == 5
+    assert value("toolrpc_generations_total") == 6
     assert value("toolrpc_running_sequences") == 0
     assert value("toolrpc_waiting_sequences") == 0
+
+
+async def test_the_routers_decisions_are_counted() -> None:
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    app, _ = make_app(call, "Rainbows are refracted light.", settings=Settings(tool_router="on"))
+    asks = ["what is the current weather in Paris", "explain how rainbows form"]
+
+    async with serving(app) as client:
+        for message in asks:
+            params = {"message": message, "tools": [WEATHER]}
+            body = {"jsonrpc": "2.0", "method": "create_message", "id": 1, "params": params}
+            await client.post("/rpc", content=json.dumps(body))
+        scraped = samples((await client.get("/metrics")).text)
+
+    assert scraped[("toolrpc_router_decisions_total", (("decision", "tool"),))] == 1
+    assert scraped[("toolrpc_router_decisions_total", (("decision", "answer"),))] == 1

@@ -69,10 +69,23 @@ class ToolCallsEvent:
 
 
 @dataclass(frozen=True)
+class StepReport:
+    """What a step did beyond its result, for the operator's metrics."""
+
+    route: str | None = None
+    """The tool router's decision: `tool`, `answer`, `abstain` (no offered tool could be
+    filled), or None when the router did not decide (off, or no tools to route)."""
+    num_rejected_calls: int = 0
+    """Calls the model wrote that were not accepted (malformed, unknown tool, invalid
+    arguments), over every generation of the step."""
+
+
+@dataclass(frozen=True)
 class DoneEvent:
     """The step is over; `result` is what `create_message` returns."""
 
     result: CreateMessageResult
+    report: StepReport = field(default_factory=StepReport)
 
 
 StepEvent = DeltaEvent | ToolCallsEvent | DoneEvent
@@ -99,7 +112,7 @@ class Chat:
         history = list(request.conversation)
         turn = Turn.of(history)
         turn.check_answered()
-        offer = await self._offer(request, turn)
+        offer, route = await self._offer(request, turn)
         prompt = guarded(history) if offer.is_round_limited else history
         async for item in self.model.generate(prompt, offer, request.options):
             if isinstance(item, str):
@@ -112,7 +125,8 @@ class Chat:
             calls = [call.model_copy(update={"id": _new_call_id()}) for call in first.calls]
             history.append(Message(role="assistant", content=first.text or None, tool_calls=calls))
             yield ToolCallsEvent(tuple(calls))
-            yield DoneEvent(_result(calls, history, turn.num_rounds + 1, "tool_calls", first.usage))
+            result = _result(calls, history, turn.num_rounds + 1, "tool_calls", first.usage)
+            yield DoneEvent(result, StepReport(route, first.num_rejected))
             return
         answer = first
         if repeats:
@@ -124,11 +138,13 @@ class Chat:
                     answer = item
         reason = "loop_guard" if repeats or offer.is_round_limited else answer.finish_reason
         history.append(Message(role="assistant", content=answer.text))
-        yield DoneEvent(_result(answer.text, history, turn.num_rounds, reason, answer.usage))
+        result = _result(answer.text, history, turn.num_rounds, reason, answer.usage)
+        yield DoneEvent(result, StepReport(route, answer.num_rejected))
 
-    async def _offer(self, request: StepRequest, turn: Turn) -> ToolOffer:
+    async def _offer(self, request: StepRequest, turn: Turn) -> tuple[ToolOffer, str | None]:
         """The offer for the first generation: tool_choice, the round limit, the router's
-        decision and, with grounding, the bounds of a forced call's free-text values."""
+        decision and, with grounding, the bounds of a forced call's free-text values; and the
+        router's decision as `StepReport.route` names it."""
         offer = offer_tools(
             request.tool_choice,
             request.tools,
@@ -137,13 +153,15 @@ class Chat:
             answer_schema=request.answer_schema,
             allows_parallel_calls=request.parallel_tool_calls,
         )
+        route = None
         if self.router is not None and offer.tools:
             may_answer = not offer.is_constrained
             decision = await self.router.decide(turn, offer.tools, may_answer=may_answer)
             offer = offer.routed(decision.tool)
+            route = "tool" if decision.tool else "abstain" if decision.abstained else "answer"
         if self.ground_arguments:
             offer = offer.narrowed(partial(bounded, texts=turn.sources))
-        return offer
+        return offer, route
 
     async def _grounded(
         self,
@@ -168,9 +186,12 @@ class Chat:
         async for item in self.model.generate(prompt, regrounded, request.options):
             if not isinstance(item, str):  # a constrained pass yields no text
                 second = item
-        usage = _sum(first.usage, second.usage)
         chosen = second if second.calls else first
-        return dataclasses.replace(chosen, usage=usage)
+        return dataclasses.replace(
+            chosen,
+            usage=_sum(first.usage, second.usage),
+            num_rejected=first.num_rejected + (second.num_rejected if second is not first else 0),
+        )
 
     async def _answer_after(
         self, request: StepRequest, history: Sequence[Message], first: Generation
@@ -189,7 +210,10 @@ class Chat:
             else:
                 answer = item
         text = first.text + ("\n\n" if first.text.strip() and answer.text else "") + answer.text
-        yield Generation(text, (), answer.finish_reason, _sum(first.usage, answer.usage))
+        num_rejected = first.num_rejected + answer.num_rejected
+        yield Generation(
+            text, (), answer.finish_reason, _sum(first.usage, answer.usage), num_rejected
+        )
 
 
 def _sum(first: Usage, second: Usage) -> Usage:

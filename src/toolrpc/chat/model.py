@@ -48,6 +48,9 @@ class Generation:
     calls: tuple[ToolCall, ...]
     finish_reason: FinishReason
     usage: Usage
+    num_rejected: int = 0
+    """Calls the model wrote that the offer did not accept (malformed, an unknown tool,
+    arguments that do not validate)."""
 
 
 class ChatModel(Protocol):
@@ -92,6 +95,7 @@ class PromptedModel:
         )
         text: list[str] = []
         calls: list[ToolCall] = []
+        num_rejected = 0
         reason: FinishReason = "stop"
         usage = Usage()
         async with aclosing(self.engine.generate(request)) as chunks:
@@ -111,8 +115,10 @@ class PromptedModel:
                         if not offer.is_constrained:
                             text.append(event.text)
                             yield event.text
-                    elif (offer.allows_parallel_calls or not calls) and (
-                        call := offer.accept(event)
-                    ) is not None:
+                    elif calls and not offer.allows_parallel_calls:
+                        continue  # only the first call was asked for
+                    elif (call := offer.accept(event)) is not None:
                         calls.append(call)
-        yield Generation("".join(text), tuple(calls), reason, usage)
+                    else:
+                        num_rejected += 1
+        yield Generation("".join(text), tuple(calls), reason, usage, num_rejected)

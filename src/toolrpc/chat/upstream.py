@@ -81,6 +81,7 @@ class _Answer:
         self.calls: list[ToolCall] = []
         self.reason: FinishReason = "stop"
         self.usage = Usage()
+        self.num_rejected = 0
 
     def read(self, chunk: dict[str, Any]) -> list[str]:
         """Read one chunk; the text deltas to pass on."""
@@ -101,7 +102,9 @@ class _Answer:
 
     def generation(self) -> Generation:
         """The whole answer."""
-        return Generation("".join(self.text), tuple(self.calls), self.reason, self.usage)
+        return Generation(
+            "".join(self.text), tuple(self.calls), self.reason, self.usage, self.num_rejected
+        )
 
     def _take(self, events: Sequence[ParserEvent]) -> list[str]:
         """Keep the accepted calls; the text to pass on (none when the offer forces a call)."""
@@ -111,8 +114,12 @@ class _Answer:
                 if not self.offer.is_constrained:
                     self.text.append(event.text)
                     shown.append(event.text)
+            elif self.calls and not self.offer.allows_parallel_calls:
+                continue  # only the first call was asked for
             elif (call := self.offer.accept(event)) is not None:
                 self.calls.append(call)
+            else:
+                self.num_rejected += 1
         return shown
 
 

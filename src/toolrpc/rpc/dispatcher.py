@@ -93,11 +93,24 @@ class Dispatcher:
     Knows method names and params models, nothing of what the methods do.
     """
 
-    def __init__(self, methods: Iterable[Method], *, max_batch_size: int = 100) -> None:
-        """Register `methods`; raises ValueError on a duplicate or reserved (`rpc.`) name."""
+    def __init__(
+        self,
+        methods: Iterable[Method],
+        *,
+        max_batch_size: int = 100,
+        on_call: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """Register `methods`; raises ValueError on a duplicate or reserved (`rpc.`) name.
+
+        `on_call(method, outcome)`, when given, is told of every valid request object
+        (notifications too): its method (`(unknown)` for a name no method has, so a client
+        cannot grow the set of names) and `ok` or the JSON-RPC code of its error as text
+        (invalid params included). It must not raise.
+        """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
         self.max_batch_size = max_batch_size
+        self._on_call = on_call
         self._methods: dict[str, Method] = {}
         for method in methods:
             if method.name in self._methods or method.name.startswith("rpc."):
@@ -134,15 +147,21 @@ class Dispatcher:
             request = _read_request(payload)
         except InvalidRequest as exc:
             return error_object(exc, _readable_id(payload))
+        outcome = "ok"
         try:
             result = await self._call(request)
         except ToolRpcError as exc:
             response = error_object(exc, request.id)
+            outcome = str(exc.code)
         except Exception:
             logger.exception("internal error in JSON-RPC method %r", request.method)
             response = error_object(ToolRpcError("Internal error"), request.id)
+            outcome = str(ToolRpcError.code)
         else:
             response = {"jsonrpc": "2.0", "result": result, "id": request.id}
+        if self._on_call is not None:  # a name no method has is one label, not one per name
+            known = request.method if request.method in self._methods else "(unknown)"
+            self._on_call(known, outcome)
         return None if request.is_notification else response
 
     async def _call(self, request: _Request) -> JSONValue:

@@ -15,7 +15,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -25,7 +24,7 @@ from toolrpc.engines.base import Engine
 from toolrpc.engines.upstream import UpstreamPool
 from toolrpc.errors import BodyTooLarge, ToolRpcError
 from toolrpc.protocol import CreateMessageParams
-from toolrpc.rpc import Dispatcher, Method, error_object, parse_params
+from toolrpc.rpc import Dispatcher, error_object, parse_params
 from toolrpc.server.body import read_body
 from toolrpc.server.errors import error_response
 from toolrpc.server.gate import Gate, GatePolicy
@@ -64,8 +63,7 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
         engine=engine,
         service=service,
         dispatcher=Dispatcher(
-            [counted(method, metrics) for method in service.methods()],
-            max_batch_size=settings.max_batch_requests,
+            service.methods(), max_batch_size=settings.max_batch_requests, on_call=metrics.rpc_call
         ),
     )
 
@@ -151,23 +149,6 @@ def create_app(settings: Settings, *, engine: Engine, close_engine: bool = False
         return await stream_response(request, events)
 
     return app
-
-
-def counted(method: Method, metrics: ServerMetrics) -> Method:
-    """`method` with each call counted by its outcome (`ok` or the error's JSON-RPC code).
-    Calls refused before they reach a method (bad params, unknown method) are not counted here:
-    the dispatcher answers those itself."""
-
-    async def handler(params: Any) -> Any:
-        try:
-            result = await method.handler(params)
-        except ToolRpcError as exc:
-            metrics.rpc_call(method.name, str(exc.code))
-            raise
-        metrics.rpc_call(method.name, "ok")
-        return result
-
-    return Method(method.name, handler, method.params_model)
 
 
 def _json(payload: object, status: int) -> Response:

@@ -96,9 +96,16 @@ class ServerMetrics:
         )
         self.tool_calls = Counter(
             "toolrpc_tool_calls",
-            "tool calls by outcome: valid (returned to the client), loop_guard (a repeat that "
-            "ended the turn instead)",
+            "tool calls by outcome: valid (returned to the client), rejected (malformed, an "
+            "unknown tool or invalid arguments: dropped), loop_guard (a repeat or the round "
+            "limit ended the turn instead)",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.router_decisions = Counter(
+            "toolrpc_router_decisions",
+            "the tool router's decisions: tool, answer, abstain (no offered tool could be filled)",
+            ["decision"],
             registry=self.registry,
         )
         self.rpc_calls = Counter(
@@ -143,8 +150,12 @@ class ServerMetrics:
                 self.tpot.observe(max(0.0, after_first) / (record.completion_tokens - 1))
         if record.num_tool_calls:
             self.tool_calls.labels("valid").inc(record.num_tool_calls)
+        if record.num_rejected_calls:
+            self.tool_calls.labels("rejected").inc(record.num_rejected_calls)
         if record.outcome == "loop_guard":
             self.tool_calls.labels("loop_guard").inc()
+        if record.route is not None:
+            self.router_decisions.labels(record.route).inc()
 
     def rpc_call(self, method: str, outcome: str) -> None:
         """Count one JSON-RPC call of `method` that ended in `outcome`."""
