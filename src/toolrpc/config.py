@@ -5,7 +5,8 @@ and `group`) and an environment variable (`TOOLRPC_CTX_SIZE=2048`); flags win ov
 environment. `MODEL_ID`, the name the original `server.py` used, is honoured for `--model`.
 
 Rules that belong to a layer below are imported from it, never copied: the smallest step size
-is the scheduler's (`MIN_FINAL_CHUNK`), the router's default bias is the router's. Combinations
+and prompt chunk are the scheduler's (`MIN_FINAL_CHUNK`, `MIN_PREFILL_CHUNK`), the router's
+default bias is the router's. Combinations
 that cannot work (`--quantize` for a GGUF model, `--engine hf` without `--model`) are refused
 here, so they are refused for environment variables too; each error is a `ValueError` whose one
 line names the flag.
@@ -21,7 +22,7 @@ from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from toolrpc.chat.router import DEFAULT_BIAS
-from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK
+from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK, MIN_PREFILL_CHUNK
 
 EngineKind = Literal["auto", "llama.cpp", "hf", "fake"]
 ServedEngineKind = Literal["llama.cpp", "hf", "fake"]
@@ -105,10 +106,19 @@ class Settings(BaseSettings):
         f"--parallel + {MIN_FINAL_CHUNK}",
         json_schema_extra=flag("batching"),
     )
-    prefill_chunk: Annotated[int, Field(ge=4)] = Field(
-        32,
-        description="prompt tokens per step while other conversations are generating (smaller: "
-        "smoother streams, slower admission of long prompts)",
+    max_token_gap_ms: Annotated[float, Field(gt=0)] = Field(
+        # Chosen in scheduling/scheduler.py's docstring: a step within 200 ms kept the largest
+        # gap of a stream under 0.3 s while a 2,000-token prompt was prefilled beside it.
+        200.0,
+        description="inter-token target of a running stream: prompt chunks beside it are sized "
+        "so a step stays within it, by the measured cost of a step (smaller: smoother streams, "
+        "slower admission of prompts)",
+        json_schema_extra=flag("batching", "MS"),
+    )
+    prefill_chunk: Annotated[int, Field(ge=MIN_PREFILL_CHUNK)] | None = Field(
+        None,
+        description="at most this many prompt tokens per step while other conversations are "
+        "generating (default: as many as --max-token-gap-ms allows)",
         json_schema_extra=flag("batching"),
     )
     reuse_generated_kv: bool = Field(

@@ -33,6 +33,7 @@ def load_engine(settings: Settings) -> Engine:
     loop_config = LoopConfig(
         token_budget=settings.batch_tokens,
         prefill_budget_while_decoding=settings.prefill_chunk,
+        max_token_gap_s=settings.max_token_gap_ms / 1000,
         reuse_generated_kv=settings.reuse_generated_kv,
         max_waiting=settings.max_queue,
         request_timeout_s=settings.request_timeout_s,

@@ -13,6 +13,11 @@ MIN_FINAL_CHUNK = 2
 scheduler's docstring on exact prefix reuse)."""
 
 
+MIN_PREFILL_CHUNK = 4
+"""Fewest prompt tokens a step beside running decodes may take (the scheduler's floor under
+the latency budget, and the smallest `--prefill-chunk`): a prompt always makes progress."""
+
+
 class SequenceStatus(enum.Enum):
     """Where a sequence is in its life."""
 
