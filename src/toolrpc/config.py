@@ -22,6 +22,7 @@ from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from toolrpc.chat.router import DEFAULT_BIAS
+from toolrpc.scheduling.kv_memory import KvCacheType
 from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK, MIN_PREFILL_CHUNK
 
 EngineKind = Literal["auto", "llama.cpp", "hf", "fake"]
@@ -88,6 +89,12 @@ class Settings(BaseSettings):
     ctx_size: Annotated[int, Field(ge=256)] = Field(
         4096,
         description="context window of one conversation, in tokens",
+        json_schema_extra=flag("model"),
+    )
+    kv_type: KvCacheType = Field(
+        "f16",
+        description="llama.cpp: KV cache storage, f16 or q8_0 (half the memory a token; "
+        "turns flash attention on)",
         json_schema_extra=flag("model"),
     )
     threads: Annotated[int, Field(ge=1)] | None = Field(
@@ -201,7 +208,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _flags_fit_together(self) -> Settings:
-        problem = _batch_problem(self) or _model_problem(self) or _hf_only_problem(self)
+        problem = (
+            _batch_problem(self)
+            or _model_problem(self)
+            or _hf_only_problem(self)
+            or _llama_only_problem(self)
+        )
         if problem:
             raise ValueError(problem)
         return self
@@ -249,3 +261,17 @@ def _hf_only_problem(settings: Settings) -> str | None:
     else:
         served = f"--model {settings.model} is served by llama.cpp"
     return f"{used}: applies to the hf engine (transformers) only; {served}"
+
+
+def _llama_only_problem(settings: Settings) -> str | None:
+    """A llama.cpp-only flag given for the transformers engine would be ignored: refuse it."""
+    if settings.engine_kind != "hf":
+        return None
+    given = [name for name in LLAMA_CPP_ONLY if name in settings.model_fields_set]
+    if not given:
+        return None
+    return f"--{given[0].replace('_', '-')}: applies to the llama.cpp engine (GGUF models) only"
+
+
+LLAMA_CPP_ONLY = ("kv_type",)
+"""Settings that only the llama.cpp engine reads."""

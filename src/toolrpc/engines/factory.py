@@ -60,6 +60,7 @@ def _load_gguf(settings: Settings, loop_config: LoopConfig) -> Engine:
         num_slots=settings.parallel,
         max_batch_tokens=settings.batch_tokens,
         num_threads=settings.threads,
+        kv_type=settings.kv_type,
         verbose=settings.verbose_engine,
     )
     return load_llama_cpp(options, loop_config)

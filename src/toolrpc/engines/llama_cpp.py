@@ -8,8 +8,14 @@ sequence at a time, so the batch is built here, on the documented C API.
 Deliberate settings (both change greedy output, so they are fixed everywhere, benchmarks too):
 - `kv_unified=False`: each sequence gets its own `context_length` of KV. Batched greedy output
   then matches single-sequence output token for token; with a unified cache it drifts.
-- flash attention off: the CPU build gains nothing from it on a model this size, and the
-  high-level `Llama` class (our raw baseline) uses the same setting.
+- flash attention off with an f16 cache: the CPU build gains nothing from it on a model this
+  size, and the high-level `Llama` class (our raw baseline) uses the same setting. A quantized
+  cache (`kv_type` q8_0: keys and values) needs it on: llama.cpp refuses to create a context
+  with a quantized V cache without flash attention (measured: "Failed to create
+  llama_context"), and keys alone at q8_0 save a third of what both save
+  (`toolrpc.scheduling.kv_memory`). Batched greedy output still equals single-sequence output
+  with q8_0 and flash attention (tests/engines/test_llama_cpp.py), though it may differ from
+  the f16 cache's.
 
 Grammars: a JSON Schema is compiled to GBNF by llama-cpp-python's `json_schema_to_gbnf`, and
 enforced by a grammar sampler first in the sequence's sampler chain.
@@ -37,6 +43,7 @@ from toolrpc.engines.base import (
 )
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.generation import ContinuationScore
+from toolrpc.scheduling.kv_memory import KvCacheType
 from toolrpc.scheduling.loop import LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk, TokenSampler
 from toolrpc.types import JSONObject
@@ -53,7 +60,14 @@ class LlamaCppOptions:
     num_slots: int = 4
     max_batch_tokens: int = 512
     num_threads: int | None = None
+    kv_type: KvCacheType = "f16"
     verbose: bool = False
+
+
+GGML_KV_TYPES: dict[KvCacheType, int] = {
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+}
 
 
 class LlamaSampler:
@@ -94,7 +108,12 @@ class LlamaCppRunner:
         params.n_threads = threads
         params.n_threads_batch = threads
         params.kv_unified = False
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.type_k = params.type_v = GGML_KV_TYPES[options.kv_type]
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            if options.kv_type == "f16"
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        )
         self._context = _internals.LlamaContext(
             model=self._model, params=params, verbose=options.verbose
         )

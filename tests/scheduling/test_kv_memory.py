@@ -1,0 +1,35 @@
+"""KV cache sizing: bytes a token takes, slots a memory budget holds, and the KV flags."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from toolrpc.config import Settings
+from toolrpc.scheduling.kv_memory import KvShape
+
+SMOLLM2_135M = KvShape(num_layers=30, num_kv_heads=3, key_head_dim=64, value_head_dim=64)
+
+
+def error_types(exc: pytest.ExceptionInfo[ValidationError]) -> list[str]:
+    """The pydantic error types of a refused setting."""
+    return [error["type"] for error in exc.value.errors()]
+
+
+def test_a_token_of_the_embedded_model_takes_23040_bytes_at_f16_and_12240_at_q8_0() -> None:
+    assert SMOLLM2_135M.bytes_per_token("f16") == 23_040
+    assert SMOLLM2_135M.bytes_per_token("q8_0") == 12_240
+
+
+def test_the_kv_type_is_refused_for_the_transformers_engine() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Settings(model="Qwen/Qwen2.5-0.5B-Instruct", kv_type="q8_0")
+
+    assert error_types(exc) == ["value_error"]
+
+
+def test_an_unknown_kv_type_is_refused() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Settings.model_validate({"kv_type": "q2_k"})
+
+    assert error_types(exc) == ["literal_error"]
