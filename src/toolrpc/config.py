@@ -22,12 +22,25 @@ from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from toolrpc.chat.router import DEFAULT_BIAS
-from toolrpc.scheduling.kv_memory import KvCacheType
+from toolrpc.scheduling.kv_memory import MAX_SLOTS, KvCacheType
 from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK, MIN_PREFILL_CHUNK
 
 EngineKind = Literal["auto", "llama.cpp", "hf", "fake"]
 ServedEngineKind = Literal["llama.cpp", "hf", "fake"]
 ToolCallFormat = Literal["auto", "hermes", "llama3", "mistral", "json"]
+
+DEFAULT_KV_MEMORY_MIB = 192
+"""The default KV budget: 8 conversations of 2,048 tokens at q8_0 (12,240 bytes a token on the
+embedded SmolLM2-135M: 23.9 MiB each, 191 MiB in all), so that 8 clients at once each get a slot
+(at the old defaults, 4 slots of 4,096 tokens at f16, half of them queued) in less memory: the
+old KV took 360 MiB and the server 557 MB resident after a serving run; the model alone is
+151 MB resident, and the compute buffers ~100 MB. 2,048 tokens hold the serving benchmark's
+longest prompt (2,023 tokens) and a ~1,000-token tool conversation; `--ctx-size 4096` with the
+same budget gives 4 slots. Keys and values at q8_0 answered the scheduling tests' questions as
+f16 did, and batched equals alone (tests/engines/test_llama_cpp.py)."""
+
+DEFAULT_HF_SLOTS = 4
+"""Slots of the transformers engine when `--parallel` is not given (its cache grows with use)."""
 
 FlagGroup = Literal["server", "model", "batching", "tools", "limits and logging"]
 FLAG_GROUPS: tuple[FlagGroup, ...] = ("server", "model", "batching", "tools", "limits and logging")
@@ -87,24 +100,31 @@ class Settings(BaseSettings):
         json_schema_extra=flag("model"),
     )
     ctx_size: Annotated[int, Field(ge=256)] = Field(
-        4096,
+        2048,
         description="context window of one conversation, in tokens",
         json_schema_extra=flag("model"),
     )
     kv_type: KvCacheType = Field(
-        "f16",
-        description="llama.cpp: KV cache storage, f16 or q8_0 (half the memory a token; "
-        "turns flash attention on)",
+        "q8_0",
+        description="llama.cpp: KV cache storage, q8_0 (half the memory a token of f16; flash "
+        "attention on) or f16",
         json_schema_extra=flag("model"),
+    )
+    kv_memory_mib: Annotated[int, Field(ge=1)] = Field(
+        DEFAULT_KV_MEMORY_MIB,
+        description="llama.cpp: KV cache memory, in MiB; as many conversations are generated at "
+        "once as it holds at --ctx-size tokens each (unless --parallel is given)",
+        json_schema_extra=flag("batching", "MIB"),
     )
     threads: Annotated[int, Field(ge=1)] | None = Field(
         None,
         description="CPU threads for the model (default: all cores)",
         json_schema_extra=flag("model"),
     )
-    parallel: Annotated[int, Field(ge=1, le=64)] = Field(
-        4,
-        description="conversations generated at once (batched in one KV cache)",
+    parallel: Annotated[int, Field(ge=1, le=MAX_SLOTS)] | None = Field(
+        None,
+        description="conversations generated at once (batched in one KV cache; default: as "
+        f"many as --kv-memory holds with llama.cpp, {DEFAULT_HF_SLOTS} with transformers)",
         json_schema_extra=flag("batching"),
     )
     batch_tokens: Annotated[int, Field(ge=16)] = Field(
@@ -209,7 +229,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _flags_fit_together(self) -> Settings:
         problem = (
-            _batch_problem(self)
+            _slots_problem(self)
+            or _batch_problem(self)
             or _model_problem(self)
             or _hf_only_problem(self)
             or _llama_only_problem(self)
@@ -219,9 +240,19 @@ class Settings(BaseSettings):
         return self
 
 
+def _slots_problem(settings: Settings) -> str | None:
+    """`--parallel` fixes the slot count and `--kv-memory` derives it: both given would leave
+    one of them ignored."""
+    if {"parallel", "kv_memory_mib"} <= settings.model_fields_set:
+        return "--parallel and --kv-memory-mib: give one (--parallel fixes the slots)"
+    return None
+
+
 def _batch_problem(settings: Settings) -> str | None:
     """The scheduler's rule: every step decodes one token per slot and still leaves a prompt
     chunk of `MIN_FINAL_CHUNK` tokens (`Scheduler` refuses a smaller budget)."""
+    if settings.parallel is None:  # the engine caps the slots it derives at what fits
+        return None
     smallest = settings.parallel + MIN_FINAL_CHUNK
     if settings.batch_tokens >= smallest:
         return None
@@ -273,5 +304,5 @@ def _llama_only_problem(settings: Settings) -> str | None:
     return f"--{given[0].replace('_', '-')}: applies to the llama.cpp engine (GGUF models) only"
 
 
-LLAMA_CPP_ONLY = ("kv_type",)
+LLAMA_CPP_ONLY = ("kv_type", "kv_memory_mib")
 """Settings that only the llama.cpp engine reads."""

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from toolrpc.config import Settings
-from toolrpc.scheduling.kv_memory import KvShape
+from toolrpc.scheduling.kv_memory import KvShape, slots_within
 
 SMOLLM2_135M = KvShape(num_layers=30, num_kv_heads=3, key_head_dim=64, value_head_dim=64)
 
@@ -33,3 +33,39 @@ def test_an_unknown_kv_type_is_refused() -> None:
         Settings.model_validate({"kv_type": "q2_k"})
 
     assert error_types(exc) == ["literal_error"]
+
+
+def test_the_default_budget_holds_eight_conversations_of_the_default_context() -> None:
+    settings = Settings()
+    per_token = SMOLLM2_135M.bytes_per_token(settings.kv_type)
+
+    slots = slots_within(settings.kv_memory_mib * 2**20, settings.ctx_size, per_token)
+
+    assert (settings.parallel, slots) == (None, 8)
+
+
+def test_a_budget_holds_whole_slots_only_and_at_most_the_cap() -> None:
+    per_slot = 1000 * 12_240
+
+    assert slots_within(3 * per_slot - 1, 1000, 12_240) == 2
+    assert slots_within(3 * per_slot, 1000, 12_240) == 3
+    assert slots_within(100 * per_slot, 1000, 12_240, max_slots=16) == 16
+
+
+def test_a_budget_that_holds_no_conversation_is_refused() -> None:
+    with pytest.raises(ValueError):
+        slots_within(1000 * 12_240 - 1, 1000, 12_240)
+
+
+def test_parallel_and_a_kv_memory_budget_together_are_refused() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Settings(parallel=4, kv_memory_mib=100)
+
+    assert error_types(exc) == ["value_error"]
+
+
+def test_the_batch_rule_applies_to_a_given_parallel_only() -> None:
+    with pytest.raises(ValidationError):
+        Settings(parallel=64, batch_tokens=64)
+
+    assert Settings(batch_tokens=16).parallel is None

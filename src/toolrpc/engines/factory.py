@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from toolrpc.config import Settings
+from toolrpc.config import DEFAULT_HF_SLOTS, Settings
 from toolrpc.engines.base import Engine
 from toolrpc.engines.default_model import embedded_model_path
 from toolrpc.scheduling.loop import LoopConfig
@@ -58,6 +58,7 @@ def _load_gguf(settings: Settings, loop_config: LoopConfig) -> Engine:
         model_path=path,
         context_length=settings.ctx_size,
         num_slots=settings.parallel,
+        kv_memory_bytes=settings.kv_memory_mib * 2**20,
         max_batch_tokens=settings.batch_tokens,
         num_threads=settings.threads,
         kv_type=settings.kv_type,
@@ -82,7 +83,7 @@ def _load_hf(settings: Settings, loop_config: LoopConfig) -> Engine:
     options = HfOptions(
         model=settings.model,
         context_length=settings.ctx_size,
-        num_slots=settings.parallel,
+        num_slots=settings.parallel or DEFAULT_HF_SLOTS,
         device=settings.device,
         dtype=settings.dtype,
         quantize=settings.quantize,

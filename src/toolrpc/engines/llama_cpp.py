@@ -43,9 +43,10 @@ from toolrpc.engines.base import (
 )
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.generation import ContinuationScore
-from toolrpc.scheduling.kv_memory import KvCacheType
+from toolrpc.scheduling.kv_memory import MAX_SLOTS, KvCacheType, KvShape, slots_within
 from toolrpc.scheduling.loop import LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk, TokenSampler
+from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK
 from toolrpc.types import JSONObject
 
 logger = logging.getLogger(__name__)
@@ -53,11 +54,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LlamaCppOptions:
-    """How to load a GGUF model."""
+    """How to load a GGUF model: `num_slots` sequences, or with `num_slots` None as many as
+    `kv_memory_bytes` of KV cache holds at `context_length` tokens each."""
 
     model_path: Path
     context_length: int = 4096
-    num_slots: int = 4
+    num_slots: int | None = 4
+    kv_memory_bytes: int | None = None
     max_batch_tokens: int = 512
     num_threads: int | None = None
     kv_type: KvCacheType = "f16"
@@ -87,8 +90,16 @@ class LlamaCppRunner:
     """A ModelRunner over one GGUF model and one llama.cpp context (see the module docstring)."""
 
     def __init__(self, options: LlamaCppOptions) -> None:
+        """Load the model and create its context.
+
+        Raises `FileNotFoundError` for a missing file, `ValueError` when neither a slot count
+        nor a KV memory budget is given or the budget holds no slot, and llama-cpp-python's
+        `ValueError` when llama.cpp cannot load the model or create the context.
+        """
         if not options.model_path.is_file():
             raise FileNotFoundError(f"GGUF model not found: {options.model_path}")
+        if options.num_slots is None and options.kv_memory_bytes is None:
+            raise ValueError("give the number of slots or a KV memory budget")
         logging.getLogger("llama-cpp-python").setLevel(
             logging.DEBUG if options.verbose else logging.ERROR
         )
@@ -99,12 +110,30 @@ class LlamaCppRunner:
             path_model=str(options.model_path), params=model_params, verbose=options.verbose
         )
         self._vocab = self._model.vocab
+        self._metadata = self._model.metadata()
+        self.kv_bytes_per_token = _kv_shape(self._model, self._metadata).bytes_per_token(
+            options.kv_type
+        )
+        self._num_slots = options.num_slots or slots_within(
+            options.kv_memory_bytes or 0,
+            options.context_length,
+            self.kv_bytes_per_token,
+            max_slots=min(MAX_SLOTS, options.max_batch_tokens - MIN_FINAL_CHUNK),
+        )
+        logger.info(
+            "KV cache: %d slots x %d tokens, %s (%d bytes a token): %.0f MiB",
+            self._num_slots,
+            options.context_length,
+            options.kv_type,
+            self.kv_bytes_per_token,
+            self._num_slots * options.context_length * self.kv_bytes_per_token / 2**20,
+        )
         threads = options.num_threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = options.context_length * options.num_slots
+        params.n_ctx = options.context_length * self._num_slots
         params.n_batch = options.max_batch_tokens
         params.n_ubatch = options.max_batch_tokens
-        params.n_seq_max = options.num_slots
+        params.n_seq_max = self._num_slots
         params.n_threads = threads
         params.n_threads_batch = threads
         params.kv_unified = False
@@ -122,14 +151,13 @@ class LlamaCppRunner:
         self._batch = llama_cpp.llama_batch_init(options.max_batch_tokens, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
         self._num_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-        self._metadata = self._model.metadata()
         self._bos_text = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
         self._adds_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
 
     @property
     def num_slots(self) -> int:
-        """Sequences the KV cache holds at once."""
-        return self.options.num_slots
+        """Sequences the KV cache holds at once (given, or from the KV memory budget)."""
+        return self._num_slots
 
     @property
     def context_length(self) -> int:
@@ -279,6 +307,22 @@ class LlamaCppRunner:
         if token_id < 0:
             return ""
         return self._piece_bytes(token_id, special=True).decode("utf-8", errors="replace")
+
+
+def _kv_shape(model: _internals.LlamaModel, metadata: dict[str, str]) -> KvShape:
+    """The model's KV shape: layers, KV heads, and head sizes from the GGUF's
+    `<arch>.attention.key_length` / `value_length` when given, else embedding / heads."""
+    handle = model.model
+    arch = metadata.get("general.architecture", "")
+    head_dim = int(llama_cpp.llama_model_n_embd(handle)) // int(
+        llama_cpp.llama_model_n_head(handle)
+    )
+    return KvShape(
+        num_layers=int(llama_cpp.llama_model_n_layer(handle)),
+        num_kv_heads=int(llama_cpp.llama_model_n_head_kv(handle)),
+        key_head_dim=int(metadata.get(f"{arch}.attention.key_length", head_dim)),
+        value_head_dim=int(metadata.get(f"{arch}.attention.value_length", head_dim)),
+    )
 
 
 def _is_decode(chunk: RunnerChunk) -> bool:
