@@ -17,7 +17,7 @@ import pytest
 from toolrpc.engines.base import Chunk, GenerationRequest, SamplingParams
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.engines.default_model import embedded_model_path
-from toolrpc.engines.llama_cpp import LlamaCppOptions, load_llama_cpp
+from toolrpc.engines.llama_cpp import LlamaCppOptions, LlamaCppRunner, load_llama_cpp
 from toolrpc.scheduling.kv_memory import KvCacheType
 from toolrpc.scheduling.loop import LoopConfig
 
@@ -217,3 +217,20 @@ async def test_an_answer_prefilled_again_while_idle_is_reused_and_answers_as_col
     reused_answer = warm[-1].usage.cached_tokens - first[-1].usage.prompt_tokens
     assert reused_answer >= first[-1].usage.completion_tokens - 2  # all but the end of turn
     assert text(warm) == text(cold)
+
+
+async def test_without_a_slot_count_the_runner_holds_as_many_slots_as_the_kv_budget() -> None:
+    q8_0_bytes_per_token = 12_240  # SmolLM2-135M: 30 layers x 3 KV heads x (64 + 64) x 34/32
+    options = LlamaCppOptions(
+        embedded_model_path(),
+        context_length=512,
+        num_slots=None,
+        kv_memory_bytes=3 * 512 * q8_0_bytes_per_token + 1000,
+        kv_type="q8_0",
+    )
+
+    runner = await asyncio.to_thread(LlamaCppRunner, options)
+    try:
+        assert (runner.num_slots, runner.kv_bytes_per_token) == (3, q8_0_bytes_per_token)
+    finally:
+        runner.close()

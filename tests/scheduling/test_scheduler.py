@@ -9,9 +9,8 @@ from __future__ import annotations
 import pytest
 
 from toolrpc.scheduling.cost import StepCost
-from toolrpc.scheduling.scheduler import MULTI_STEP_TOKENS, Scheduler
+from toolrpc.scheduling.scheduler import MULTI_STEP_TOKENS, PREFILL_FLOOR, Scheduler
 from toolrpc.scheduling.sequence import (
-    MIN_PREFILL_CHUNK,
     SampledToken,
     ScheduledChunk,
     Sequence,
@@ -702,7 +701,7 @@ def test_a_fixed_prefill_cap_still_bounds_the_latency_budget() -> None:
     assert scheduler.prefill_budget(0, GAP_COST) == 512  # nothing decodes: no gap to keep
 
 
-def test_when_decodes_alone_fill_the_target_a_prompt_still_gets_the_smallest_chunk() -> None:
+def test_when_decodes_alone_fill_the_target_a_prompt_still_gets_the_floor() -> None:
     scheduler = Scheduler(num_slots=40, token_budget=512, max_waiting=2, max_token_gap_s=0.2)
 
-    assert scheduler.prefill_budget(30, GAP_COST) == MIN_PREFILL_CHUNK
+    assert scheduler.prefill_budget(30, GAP_COST) == PREFILL_FLOOR

@@ -8,14 +8,11 @@ sequence at a time, so the batch is built here, on the documented C API.
 Deliberate settings (both change greedy output, so they are fixed everywhere, benchmarks too):
 - `kv_unified=False`: each sequence gets its own `context_length` of KV. Batched greedy output
   then matches single-sequence output token for token; with a unified cache it drifts.
-- flash attention off with an f16 cache: the CPU build gains nothing from it on a model this
-  size, and the high-level `Llama` class (our raw baseline) uses the same setting. A quantized
-  cache (`kv_type` q8_0: keys and values) needs it on: llama.cpp refuses to create a context
-  with a quantized V cache without flash attention (measured: "Failed to create
-  llama_context"), and keys alone at q8_0 save a third of what both save
-  (`toolrpc.scheduling.kv_memory`). Batched greedy output still equals single-sequence output
-  with q8_0 and flash attention (tests/engines/test_llama_cpp.py), though it may differ from
-  the f16 cache's.
+- flash attention off with an f16 cache (the CPU build gains nothing from it on a model this
+  size; our raw baseline, the `Llama` class, uses the same), on with q8_0 keys and values:
+  llama.cpp refuses a quantized V cache without it ("Failed to create llama_context"), and
+  keys alone at q8_0 save a third of what both save (`toolrpc.scheduling.kv_memory`). Batched
+  greedy output equals single-sequence output with q8_0 too (tests/engines/test_llama_cpp.py).
 
 Grammars: a JSON Schema is compiled to GBNF by llama-cpp-python's `json_schema_to_gbnf`, and
 enforced by a grammar sampler first in the sequence's sampler chain.

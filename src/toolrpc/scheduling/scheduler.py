@@ -16,7 +16,10 @@ Pure and synchronous: no model, no asyncio, no clock. Each step
    a stream over 0.25 s (64-token chunks: 0.40 s, 48: 0.27 s; two cores), but fed a burst of
    eight ~40-token prompts 32 tokens a step behind the first arrival's decodes: they got their
    first tokens at p95 1.9-2.0 s, where one after the other they took 8 x 0.16 s = 1.25 s.
-   At least `MIN_PREFILL_CHUNK` prompt tokens go in every step, so a prompt always progresses.
+   When the decodes alone take the target or more (many streams, or a machine busy with other
+   work: llama.cpp's threads spin at barriers, and steps measured at load 10 took seconds), a
+   prompt still gets `PREFILL_FLOOR` tokens a step, the fixed budget of before, so admission
+   goes on as it did then instead of crawling at a few tokens a step.
    The server's default target is 200 ms: a stream's largest gap is a step plus the hand-offs
    (runner thread, event loop, HTTP write), and steps the cost model puts at ~0.2 s (32-token
    chunks late in a 2,000-token prompt) gave largest gaps of 0.21-0.25 s. By the prior costs
@@ -81,6 +84,10 @@ from toolrpc.scheduling.sequence import (
     StepPlan,
     TokenOutput,
 )
+
+PREFILL_FLOOR = 32
+"""Prompt tokens a step beside decodes gets even when the gap target leaves fewer (module
+docstring): the fixed budget measured before the target, 0.21-0.25 s largest gaps."""
 
 BACKGROUND_CHUNK = 16
 """Largest chunk of a background prefill (module docstring)."""
@@ -212,7 +219,7 @@ class Scheduler:
     def prefill_budget(self, num_decode_rows: int, step_cost: StepCost | None) -> int:
         """Prompt tokens a step beside `num_decode_rows` decodes may hold, before the step's
         token budget: the cap, and what keeps the step within `max_token_gap_s` by `step_cost`
-        (at least `MIN_PREFILL_CHUNK`); unlimited (the token budget) when nothing decodes."""
+        (at least `PREFILL_FLOOR`); unlimited (the token budget) when nothing decodes."""
         if num_decode_rows == 0:
             return self.token_budget
         budget = self.token_budget
@@ -220,7 +227,7 @@ class Scheduler:
             budget = min(budget, self.prefill_budget_while_decoding)
         if self.max_token_gap_s is not None and step_cost is not None:
             within = step_cost.prompt_tokens_within(self.max_token_gap_s, num_decode_rows)
-            budget = min(budget, max(MIN_PREFILL_CHUNK, within))
+            budget = min(budget, max(PREFILL_FLOOR, within))
         return budget
 
     def _schedule_chunks(self, step_cost: StepCost | None) -> list[ScheduledChunk]:

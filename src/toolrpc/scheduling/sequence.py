@@ -14,8 +14,9 @@ scheduler's docstring on exact prefix reuse)."""
 
 
 MIN_PREFILL_CHUNK = 4
-"""Fewest prompt tokens a step beside running decodes may take (the scheduler's floor under
-the latency budget, and the smallest `--prefill-chunk`): a prompt always makes progress."""
+"""The smallest cap on prompt tokens a step beside running decodes may take
+(`prefill_budget_while_decoding`, `--prefill-chunk`): with less, a prompt chunk could not both
+progress and leave a final chunk of `MIN_FINAL_CHUNK`."""
 
 
 class SequenceStatus(enum.Enum):
