@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     parallel: Annotated[int, Field(ge=1, le=MAX_SLOTS)] | None = Field(
         None,
         description="conversations generated at once (batched in one KV cache; default: as "
-        f"many as --kv-memory holds with llama.cpp, {DEFAULT_HF_SLOTS} with transformers)",
+        f"many as --kv-memory-mib holds with llama.cpp, {DEFAULT_HF_SLOTS} with transformers)",
         json_schema_extra=flag("batching"),
     )
     batch_tokens: Annotated[int, Field(ge=16)] = Field(
