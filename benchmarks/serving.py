@@ -44,6 +44,9 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 VENV_BIN = Path(sys.executable).parent
 THREADS = os.cpu_count() or 1
 CTX_SIZE = 4096
+SERVER_ENV = {"PYTHONPATH": str(ROOT / "src")}
+"""The servers run this checkout's code, wherever the venv's editable install points (a venv
+shared by several worktrees runs another one's otherwise)."""
 HTTP_TIMEOUT = httpx.Timeout(10.0, read=120.0)
 REQUEST_DEADLINE_S = 300.0
 STARTUP_DEADLINE_S = 180.0
@@ -270,8 +273,9 @@ async def running_server(
     SIGTERM turned into KeyboardInterrupt must still stop the process in `finally`.
     """
     started = testing.start_server(
-        argv, port, log_path, ready_path=ready_path, timeout_s=STARTUP_DEADLINE_S, cwd=ROOT
-    )
+        argv, port, log_path, ready_path=ready_path, timeout_s=STARTUP_DEADLINE_S, cwd=ROOT,
+        env=SERVER_ENV,
+    )  # fmt: skip
     try:
         yield Server(name, started)
     finally:
