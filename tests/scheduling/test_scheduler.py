@@ -705,3 +705,19 @@ def test_when_decodes_alone_fill_the_target_a_prompt_still_gets_the_floor() -> N
     scheduler = Scheduler(num_slots=40, token_budget=512, max_waiting=2, max_token_gap_s=0.2)
 
     assert scheduler.prefill_budget(30, GAP_COST) == PREFILL_FLOOR
+
+
+def test_a_burst_takes_every_free_slot_at_once_though_the_budget_prefills_only_some() -> None:
+    scheduler = Scheduler(num_slots=8, token_budget=512, max_waiting=8, max_token_gap_s=0.2)
+    first = make_seq(0, 40)
+    scheduler.add(first)
+    complete_step(scheduler, list(scheduler.schedule(step_cost=GAP_COST).chunks))
+    burst = [make_seq(i, 40) for i in range(1, 8)]
+    for seq in burst:
+        scheduler.add(seq)
+
+    plan = scheduler.schedule(step_cost=GAP_COST)
+
+    assert not scheduler.waiting and scheduler.num_slots_free == 0
+    assert {chunk.seq.seq_id for chunk in plan.chunks} < {seq.seq_id for seq in [first, *burst]}
+    assert plan.num_steps == 1

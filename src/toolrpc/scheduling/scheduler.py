@@ -4,8 +4,10 @@ Pure and synchronous: no model, no asyncio, no clock. Each step
 
 1. gives every running sequence that is decoding its one pending token (decodes first, so a
    stream never waits behind someone else's prompt);
-2. spends what is left of the token budget on prompt chunks, running sequences first, then
-   newly admitted ones in arrival order (first come, first served) while a slot is free. While
+2. gives every waiting sequence a free slot (so a sequence waits only for want of a slot, as
+   the waiting gauge says), and spends what is left of the token budget on prompt chunks in
+   arrival order (first come, first served): a sequence admitted with no budget left gets its
+   chunks in the next steps, and until its prompt is computed no multi-step call runs. While
    any sequence is decoding, prompt chunks get only as many tokens as keep the step within the
    inter-token target (`max_token_gap_s`, `--max-token-gap-ms`), by the step cost the caller
    gives (`StepCost`, estimated by the loop from the steps that ran; the scheduler times
@@ -211,6 +213,8 @@ class Scheduler:
         (`MULTI_STEP_TOKENS` in all, never past a sequence's `max_new_tokens`), else one."""
         if not chunks or self.waiting or num_arriving:
             return 1
+        if any(seq.is_prefill for seq in self.running):  # admitted, its prompt not yet computed
+            return 1
         if not all(chunk.needs_sample and len(chunk.token_ids) == 1 for chunk in chunks):
             return 1
         room = min(chunk.seq.max_new_tokens - chunk.seq.num_output for chunk in chunks)
@@ -244,17 +248,19 @@ class Scheduler:
                 chunks.append(self._chunk(seq, 1))
                 budget -= 1
         prefill = min(budget, self.prefill_budget(len(chunks), step_cost))
+        while self.waiting and self.num_slots_free > 0:
+            self._admit(self.waiting.popleft())
         for seq in self.running:
-            if seq.is_prefill and prefill > 0:
+            if seq.is_prefill and prefill >= min(MIN_FINAL_CHUNK, self._left(seq)):
                 allowed = min(prefill, self._background_chunk) if seq.is_background else prefill
                 used = self._add_chunk(chunks, self._prefill_chunk(seq, allowed, budget))
                 prefill, budget = prefill - used, budget - used
-        while prefill >= MIN_FINAL_CHUNK and self.waiting and self.num_slots_free > 0:
-            seq = self.waiting.popleft()
-            self._admit(seq)
-            used = self._add_chunk(chunks, self._prefill_chunk(seq, prefill, budget))
-            prefill, budget = prefill - used, budget - used
         return chunks
+
+    @staticmethod
+    def _left(seq: Sequence) -> int:
+        """Prompt tokens of `seq` still to compute."""
+        return len(seq.prompt_ids) - seq.num_computed
 
     def _prefill_chunk(self, seq: Sequence, prefill: int, budget: int) -> ScheduledChunk:
         """A prompt chunk within `prefill` tokens, stretched (within what is left of the
