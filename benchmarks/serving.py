@@ -44,6 +44,9 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 VENV_BIN = Path(sys.executable).parent
 THREADS = os.cpu_count() or 1
 CTX_SIZE = 4096
+SERVER_ENV = {"PYTHONPATH": str(ROOT / "src")}
+"""The servers run this checkout's code, wherever the venv's editable install points (a venv
+shared by several worktrees runs another one's otherwise)."""
 HTTP_TIMEOUT = httpx.Timeout(10.0, read=120.0)
 REQUEST_DEADLINE_S = 300.0
 STARTUP_DEADLINE_S = 180.0
@@ -270,20 +273,22 @@ async def running_server(
     SIGTERM turned into KeyboardInterrupt must still stop the process in `finally`.
     """
     started = testing.start_server(
-        argv, port, log_path, ready_path=ready_path, timeout_s=STARTUP_DEADLINE_S, cwd=ROOT
-    )
+        argv, port, log_path, ready_path=ready_path, timeout_s=STARTUP_DEADLINE_S, cwd=ROOT,
+        env=SERVER_ENV,
+    )  # fmt: skip
     try:
         yield Server(name, started)
     finally:
         testing.stop_server(started)
 
 
-def toolrpc_argv(port: int, parallel: int, extra: str = "") -> list[str]:
-    """The `toolrpc serve` command line used for every toolrpc phase (`extra`: more flags)."""
+def toolrpc_argv(port: int, extra: str = "") -> list[str]:
+    """The `toolrpc serve` command line used for every toolrpc phase: the defaults (slots,
+    context and KV type are what a fresh install gets), threads set to the peer's; `extra`:
+    more flags, e.g. the settings before issue 17 to compare (benchmarks/README.md)."""
     return [
         str(VENV_BIN / "toolrpc"), "serve", "--host", HOST, "--port", str(port),
-        "--parallel", str(parallel), "--ctx-size", str(CTX_SIZE), "--threads", str(THREADS),
-        *shlex.split(extra),
+        "--threads", str(THREADS), *shlex.split(extra),
     ]  # fmt: skip
 
 
@@ -445,6 +450,23 @@ class PrefixResult:
 
 
 @dataclass(frozen=True)
+class BurstResult:
+    """Eight clients arriving together against the same eight prompts sent one by one."""
+
+    one_by_one_ttfts: list[float]
+    one_by_one_total_s: float
+    """The sum of the one-by-one TTFTs: the burst's last first token if prefilled in turn."""
+    burst_ttfts: list[float]
+    burst_ttft_p95_s: float
+    max_waiting: float | None
+    """Most sequences queued while the burst ran (`/metrics`; None: not found). A request waits
+    there from its arrival to the next step even with a slot free, so this counts those too."""
+    max_running: float | None
+    """Most sequences holding a slot at once while the burst ran: all of them were served at
+    once when it reaches `BURST_CLIENTS`."""
+
+
+@dataclass(frozen=True)
 class MidstreamResult:
     """Inter-delta gaps of a stream while a long prompt is prefilled beside it."""
 
@@ -483,6 +505,64 @@ async def single_stream(
         [r.decode_tok_s for r in records],
         statistics.median(r.decode_tok_s for r in raws),
         [r.decode_tok_s for r in raws],
+    )
+
+
+BURST_CLIENTS = 8
+WAITING_GAUGE = "toolrpc_waiting_sequences"
+RUNNING_GAUGE = "toolrpc_running_sequences"
+
+
+async def sequence_gauges(client: httpx.AsyncClient, url: str) -> dict[str, float]:
+    """The server's waiting and running sequence gauges from `/metrics` (those it has)."""
+    response = await client.get(url + "/metrics")
+    gauges: dict[str, float] = {}
+    for line in response.text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in (WAITING_GAUGE, RUNNING_GAUGE):
+            gauges[name] = float(value.split()[0])
+    return gauges
+
+
+async def burst(client: httpx.AsyncClient, url: str, sizes: Sizes) -> BurstResult:
+    """`BURST_CLIENTS` distinct essay prompts one by one (each alone on the server), then as many
+    new ones at once (distinct from the first set at their first words, so neither reuses the
+    other's prefix), while `/metrics` is polled for requests waiting for a slot."""
+    solo: list[StreamRecord] = []
+    for i in range(BURST_CLIENTS):
+        solo.append(
+            await stream_toolrpc(client, url, toolrpc_body(f"Alone {i}. {ESSAY_PROMPT}", 8))
+        )
+        await asyncio.sleep(SETTLE_S / 4)  # the background prefill of its answer
+    await asyncio.sleep(SETTLE_S)
+    seen: list[dict[str, float]] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            seen.append(await sequence_gauges(client, url))
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    bodies = [
+        toolrpc_body(f"Together {i}. {ESSAY_PROMPT}", sizes.concurrent_tokens)
+        for i in range(BURST_CLIENTS)
+    ]
+    try:
+        records = await asyncio.gather(*(stream_toolrpc(client, url, b) for b in bodies))
+    finally:
+        done.set()
+        await watcher
+    waiting = [g[WAITING_GAUGE] for g in seen if WAITING_GAUGE in g]
+    running = [g[RUNNING_GAUGE] for g in seen if RUNNING_GAUGE in g]
+    solo_ttfts = [r.ttft_s for r in solo]
+    return BurstResult(
+        one_by_one_ttfts=solo_ttfts,
+        one_by_one_total_s=sum(solo_ttfts),
+        burst_ttfts=[r.ttft_s for r in records],
+        burst_ttft_p95_s=percentile([r.ttft_s for r in records], 95),
+        max_waiting=max(waiting, default=None),
+        max_running=max(running, default=None),
     )
 
 
@@ -637,6 +717,7 @@ class Results:
     rss_after_warmup_mib: float | None = None
     rss_after_load_mib: float | None = None
     single: SingleResult | None = None
+    burst: BurstResult | None = None
     concurrency: list[ConcurrencyResult] = field(default_factory=list)
     prefix: PrefixResult | None = None
     midstream: MidstreamResult | None = None
@@ -669,8 +750,7 @@ async def bench_toolrpc(
     results: Results, args: argparse.Namespace, sizes: Sizes
 ) -> list[Conversation]:
     """Every phase on one toolrpc server; returns the conversations of the prefix phase."""
-    parallel = max(sizes.concurrency_levels)
-    argv = toolrpc_argv(args.port_base, parallel, args.server_flags)
+    argv = toolrpc_argv(args.port_base, args.server_flags)
     results.config["toolrpc_argv"] = argv[1:]
     log = Path(results.log_path)
     async with running_server("toolrpc", argv, args.port_base, "/health", log) as server:
@@ -681,6 +761,8 @@ async def bench_toolrpc(
             results.rss_after_warmup_mib = server.rss_mib()
             with phase(results, "toolrpc single stream"):
                 results.single = await single_stream(client, url, sizes, args.model_path)
+            with phase(results, f"toolrpc burst of {BURST_CLIENTS}"):
+                results.burst = await burst(client, url, sizes)
             with phase(results, "toolrpc concurrency"):
                 results.concurrency = await toolrpc_concurrency(client, url, sizes)
             with phase(results, "toolrpc long prompt mid-stream"):
@@ -695,7 +777,7 @@ async def bench_cold_follow_ups(
     results: Results, args: argparse.Namespace, bodies: list[JSONDict], sizes: Sizes
 ) -> list[StreamRecord]:
     """The same follow-up requests on a restarted server, which has never seen their prefix."""
-    argv = toolrpc_argv(args.port_base + 1, max(sizes.concurrency_levels), args.server_flags)
+    argv = toolrpc_argv(args.port_base + 1, args.server_flags)
     log = Path(results.log_path)
     async with running_server("toolrpc (restart)", argv, args.port_base + 1, "/health", log) as s:
         results.restart_startup_s = s.startup_s
@@ -789,6 +871,8 @@ def checks(r: Results) -> list[Check]:
     follow_up = ratio(r.prefix.cached_ttft_s, r.prefix.cold_ttft_s) if r.prefix else None
     paused = ratio(r.prefix.paused_ttft_s, r.prefix.paused_cold_ttft_s) if r.prefix else None
     max_gap = r.midstream.max_gap_during_prefill_s if r.midstream else None
+    b = r.burst
+    burst_vs_alone = ratio(b.burst_ttft_p95_s, b.one_by_one_total_s) if b else None
     return [
         Check("single /stream decode vs raw (alternating runs)", ratio(single, raw), 0.95, False),
         Check("8-client aggregate vs single stream", ratio(agg8, single), 1.7, False),
@@ -797,6 +881,9 @@ def checks(r: Results) -> list[Check]:
         Check("follow-up TTFT cached / cold", follow_up, 0.15, True),
         Check(f"same, follow-up after a {PAUSE_S:g} s pause", paused, 0.15, True),
         Check("max gap during 2k-token prefill (s)", max_gap, 0.3, True),
+        Check(f"{BURST_CLIENTS} together: TTFT p95 / sum of alone", burst_vs_alone, 1.0, True),
+        Check(f"{BURST_CLIENTS} together: most served at once", b and b.max_running, 8, False),
+        Check("RSS after the run (MiB)", r.rss_after_load_mib, 400, True),
     ]
 
 
@@ -825,6 +912,17 @@ def figure_rows(r: Results) -> list[tuple[str, str]]:
             ("raw decode, alternating with it (tok/s, median)", fmt(r.single.raw_decode_tok_s, 1)),
             ("/stream single TTFT (s, median)", fmt(r.single.ttft_s)),
             ("/stream completion tokens / finish", _tokens_of(r.single)),
+        ]
+    if r.burst:
+        b = r.burst
+        rows += [
+            (f"{BURST_CLIENTS} alone: TTFTs (s)", " ".join(fmt(t, 2) for t in b.one_by_one_ttfts)),
+            (f"{BURST_CLIENTS} alone: sum of TTFTs (s)", fmt(b.one_by_one_total_s)),
+            (f"{BURST_CLIENTS} together: TTFT p95 (s)", fmt(b.burst_ttft_p95_s)),
+            (
+                f"{BURST_CLIENTS} together: most queued / most served at once",
+                f"{fmt(b.max_waiting, 0)} / {fmt(b.max_running, 0)}",
+            ),
         ]
     rows += _level_rows("toolrpc", r.concurrency) + _level_rows("llama_cpp.server", r.peer)
     if r.prefix:

@@ -5,7 +5,8 @@ and `group`) and an environment variable (`TOOLRPC_CTX_SIZE=2048`); flags win ov
 environment. `MODEL_ID`, the name the original `server.py` used, is honoured for `--model`.
 
 Rules that belong to a layer below are imported from it, never copied: the smallest step size
-is the scheduler's (`MIN_FINAL_CHUNK`), the router's default bias is the router's. Combinations
+and prompt chunk are the scheduler's (`MIN_FINAL_CHUNK`, `MIN_PREFILL_CHUNK`), the router's
+default bias is the router's. Combinations
 that cannot work (`--quantize` for a GGUF model, `--engine hf` without `--model`) are refused
 here, so they are refused for environment variables too; each error is a `ValueError` whose one
 line names the flag.
@@ -22,11 +23,34 @@ from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from toolrpc.chat.router import DEFAULT_BIAS
-from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK
+from toolrpc.scheduling.kv_memory import MAX_SLOTS, KvCacheType
+from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK, MIN_PREFILL_CHUNK
 
 EngineKind = Literal["auto", "llama.cpp", "hf", "fake"]
 ServedEngineKind = Literal["llama.cpp", "hf", "fake", "upstream"]
 ToolCallFormat = Literal["auto", "hermes", "llama3", "mistral", "json"]
+
+MANY_USERS_KV_MEMORY_MIB = 192
+"""The KV budget of the many-users profile (`--kv-memory-mib 192 --kv-type q8_0 --ctx-size 2048`,
+README "Many users on a small machine"): 8 conversations of 2,048 tokens at q8_0 (12,240 bytes a
+token on the embedded SmolLM2-135M: 23.9 MiB each, 191 MiB in all), so that 8 clients at once
+each get a slot (at the old defaults, 4 slots of 4,096 tokens at f16, half of them queued) in
+less memory: the old KV took 360 MiB and the server 557 MB resident after a serving run; the
+model alone is 151 MB resident, and the compute buffers ~100 MB. 2,048 tokens hold the serving
+benchmark's longest prompt (2,023 tokens) and a ~1,000-token tool conversation; `--ctx-size
+4096` with the same budget gives 4 slots. Quality at q8_0 (keys and values): of six short greedy
+answers (64 tokens) three were identical to f16's and three differed after some words, none
+worse ("the first five primes": right at q8_0, a count at f16); batched still equals alone
+(tests/engines/test_llama_cpp.py). `benchmarks/tool_eval.py` has not been run at q8_0 yet, nor
+the latency targets of `benchmarks/serving.py` on a quiet machine: until they are, the defaults
+stay the measured ones (4 slots of 4,096 tokens at f16, a fixed 32-token prefill beside running
+streams) and this profile is opt-in."""
+
+DEFAULT_SLOTS = 4
+"""Slots of the llama.cpp engine when neither `--parallel` nor `--kv-memory-mib` is given."""
+
+DEFAULT_HF_SLOTS = 4
+"""Slots of the transformers engine when `--parallel` is not given (its cache grows with use)."""
 
 FlagGroup = Literal["server", "model", "batching", "tools", "limits and logging"]
 FLAG_GROUPS: tuple[FlagGroup, ...] = ("server", "model", "batching", "tools", "limits and logging")
@@ -161,14 +185,28 @@ class Settings(BaseSettings):
         description="context window of one conversation, in tokens",
         json_schema_extra=flag("model"),
     )
+    kv_type: KvCacheType = Field(
+        "f16",
+        description="llama.cpp: KV cache storage, q8_0 (half the memory a token of f16; flash "
+        "attention on) or f16",
+        json_schema_extra=flag("model"),
+    )
+    kv_memory_mib: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="llama.cpp: KV cache memory, in MiB; as many conversations are generated at "
+        "once as it holds at --ctx-size tokens each (instead of --parallel; default: "
+        f"{DEFAULT_SLOTS} slots)",
+        json_schema_extra=flag("batching", "MIB"),
+    )
     threads: Annotated[int, Field(ge=1)] | None = Field(
         None,
         description="CPU threads for the model (default: all cores)",
         json_schema_extra=flag("model"),
     )
-    parallel: Annotated[int, Field(ge=1, le=64)] = Field(
-        4,
-        description="conversations generated at once (batched in one KV cache)",
+    parallel: Annotated[int, Field(ge=1, le=MAX_SLOTS)] | None = Field(
+        None,
+        description="conversations generated at once (batched in one KV cache; default: "
+        f"{DEFAULT_SLOTS}, or as many as --kv-memory-mib holds)",
         json_schema_extra=flag("batching"),
     )
     batch_tokens: Annotated[int, Field(ge=16)] = Field(
@@ -177,10 +215,20 @@ class Settings(BaseSettings):
         f"--parallel + {MIN_FINAL_CHUNK}",
         json_schema_extra=flag("batching"),
     )
-    prefill_chunk: Annotated[int, Field(ge=4)] = Field(
+    max_token_gap_ms: Annotated[float, Field(gt=0)] | None = Field(
+        # 200 is the value scheduling/scheduler.py's docstring derives (a step within 200 ms
+        # kept the largest gap of a stream under 0.3 s beside a 2,000-token prompt); off by
+        # default until the serving benchmark confirms it on a quiet machine.
+        None,
+        description="inter-token target of a running stream: prompt chunks beside it are sized "
+        "so a step stays within it, by the measured cost of a step (e.g. 200; default: off, "
+        "--prefill-chunk alone)",
+        json_schema_extra=flag("batching", "MS"),
+    )
+    prefill_chunk: Annotated[int, Field(ge=MIN_PREFILL_CHUNK)] | None = Field(
         32,
-        description="prompt tokens per step while other conversations are generating (smaller: "
-        "smoother streams, slower admission of long prompts)",
+        description="at most this many prompt tokens per step while other conversations are "
+        "generating (smaller: smoother streams, slower admission of long prompts)",
         json_schema_extra=flag("batching"),
     )
     reuse_generated_kv: bool = Field(
@@ -303,9 +351,11 @@ class Settings(BaseSettings):
     def _flags_fit_together(self) -> Settings:
         problem = (
             _upstream_problem(self)
+            or _slots_problem(self)
             or _batch_problem(self)
             or _model_problem(self)
             or _hf_only_problem(self)
+            or _llama_only_problem(self)
         )
         if problem:
             raise ValueError(problem)
@@ -327,9 +377,19 @@ def _upstream_problem(settings: Settings) -> str | None:
     return None
 
 
+def _slots_problem(settings: Settings) -> str | None:
+    """`--parallel` fixes the slot count and `--kv-memory` derives it: both given would leave
+    one of them ignored."""
+    if {"parallel", "kv_memory_mib"} <= settings.model_fields_set:
+        return "--parallel and --kv-memory-mib: give one (--parallel fixes the slots)"
+    return None
+
+
 def _batch_problem(settings: Settings) -> str | None:
     """The scheduler's rule: every step decodes one token per slot and still leaves a prompt
     chunk of `MIN_FINAL_CHUNK` tokens (`Scheduler` refuses a smaller budget)."""
+    if settings.parallel is None:  # the engine caps the slots it derives at what fits
+        return None
     smallest = settings.parallel + MIN_FINAL_CHUNK
     if settings.batch_tokens >= smallest:
         return None
@@ -371,3 +431,17 @@ def _hf_only_problem(settings: Settings) -> str | None:
     else:
         served = f"--model {settings.model} is served by llama.cpp"
     return f"{used}: applies to the hf engine (transformers) only; {served}"
+
+
+def _llama_only_problem(settings: Settings) -> str | None:
+    """A llama.cpp-only flag given for the transformers engine would be ignored: refuse it."""
+    if settings.engine_kind != "hf":
+        return None
+    given = [name for name in LLAMA_CPP_ONLY if name in settings.model_fields_set]
+    if not given:
+        return None
+    return f"--{given[0].replace('_', '-')}: applies to the llama.cpp engine (GGUF models) only"
+
+
+LLAMA_CPP_ONLY = ("kv_type", "kv_memory_mib")
+"""Settings that only the llama.cpp engine reads."""

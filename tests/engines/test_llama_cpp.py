@@ -17,7 +17,8 @@ import pytest
 from toolrpc.engines.base import Chunk, GenerationRequest, SamplingParams
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.engines.default_model import embedded_model_path
-from toolrpc.engines.llama_cpp import LlamaCppOptions, load_llama_cpp
+from toolrpc.engines.llama_cpp import LlamaCppOptions, LlamaCppRunner, load_llama_cpp
+from toolrpc.scheduling.kv_memory import KvCacheType
 from toolrpc.scheduling.loop import LoopConfig
 
 pytestmark = pytest.mark.slow
@@ -49,9 +50,13 @@ def chatml(question: str) -> str:
     return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-async def load(num_slots: int = 4, config: LoopConfig | None = None) -> BatchedEngine:
+async def load(
+    num_slots: int = 4, config: LoopConfig | None = None, kv_type: KvCacheType = "f16"
+) -> BatchedEngine:
     """The embedded model on llama.cpp with a 1,024-token context per slot."""
-    options = LlamaCppOptions(embedded_model_path(), context_length=1024, num_slots=num_slots)
+    options = LlamaCppOptions(
+        embedded_model_path(), context_length=1024, num_slots=num_slots, kv_type=kv_type
+    )
     return await asyncio.to_thread(load_llama_cpp, options, config or LoopConfig(token_budget=256))
 
 
@@ -95,6 +100,18 @@ async def test_greedy_output_is_the_same_alone_and_batched_with_three_others(
     assert [text(chunks) for chunks in batched] == alone
     max_len = max(c[-1].usage.completion_tokens for c in batched if c[-1].usage)
     assert engine.stats().num_steps - steps_before < 2 * max_len  # steps were shared
+
+
+async def test_with_a_q8_0_cache_greedy_output_is_the_same_alone_and_batched() -> None:
+    engine = await load(kv_type="q8_0")
+    try:
+        alone = [text(await run(engine, greedy(chatml(q)))) for q in QUESTIONS]
+        batched = await asyncio.gather(*(run(engine, greedy(chatml(q))) for q in QUESTIONS))
+    finally:
+        await engine.aclose()
+
+    assert [text(chunks) for chunks in batched] == alone
+    assert all(alone)
 
 
 async def test_a_follow_up_reuses_the_cached_turn_and_answers_as_a_cold_run_does(
@@ -200,3 +217,20 @@ async def test_an_answer_prefilled_again_while_idle_is_reused_and_answers_as_col
     reused_answer = warm[-1].usage.cached_tokens - first[-1].usage.prompt_tokens
     assert reused_answer >= first[-1].usage.completion_tokens - 2  # all but the end of turn
     assert text(warm) == text(cold)
+
+
+async def test_without_a_slot_count_the_runner_holds_as_many_slots_as_the_kv_budget() -> None:
+    q8_0_bytes_per_token = 12_240  # SmolLM2-135M: 30 layers x 3 KV heads x (64 + 64) x 34/32
+    options = LlamaCppOptions(
+        embedded_model_path(),
+        context_length=512,
+        num_slots=None,
+        kv_memory_bytes=3 * 512 * q8_0_bytes_per_token + 1000,
+        kv_type="q8_0",
+    )
+
+    runner = await asyncio.to_thread(LlamaCppRunner, options)
+    try:
+        assert (runner.num_slots, runner.kv_bytes_per_token) == (3, q8_0_bytes_per_token)
+    finally:
+        runner.close()

@@ -491,3 +491,14 @@ async def test_a_lone_stream_decodes_several_steps_per_runner_call() -> None:
     # background prefill of the answer may follow
     assert MULTI_STEP_TOKENS == 4
     assert runner.seen[:9] == [0, 1, 1, 1, 1, 5, 5, 5, 5]
+
+
+async def test_every_runner_call_is_fed_to_the_step_cost_estimate() -> None:
+    runner = StepCountingRunner(slots=2)
+    async with batch_loop(runner) as loop:
+        runner.loop = loop
+        await collect(loop, request("abcdefgh"))
+        await asyncio.wait_for(loop.wait_idle(), WAIT_S)
+        calls = len(set(runner.seen))
+
+    assert loop.step_costs.num_observed == calls

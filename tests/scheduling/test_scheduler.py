@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolrpc.scheduling.scheduler import MULTI_STEP_TOKENS, Scheduler
+from toolrpc.scheduling.cost import StepCost
+from toolrpc.scheduling.scheduler import MULTI_STEP_TOKENS, PREFILL_FLOOR, Scheduler
 from toolrpc.scheduling.sequence import (
     SampledToken,
     ScheduledChunk,
@@ -635,3 +636,88 @@ def test_a_sequence_finished_between_the_steps_of_a_plan_takes_no_more_tokens() 
 
     assert outputs == [TokenOutput(going, 21)]
     assert stopped.output_ids == [SAMPLED_TOKEN, 10]
+
+
+GAP_COST = StepCost(fixed_s=0.010, per_decode_row_s=0.010, per_prompt_token_s=0.002)
+"""A step cost under which a 0.2 s step beside k decodes holds (0.19 - 0.01 k) / 0.002 tokens."""
+
+
+def test_beside_running_streams_a_step_stays_within_the_token_gap_target() -> None:
+    scheduler = Scheduler(num_slots=4, token_budget=512, max_waiting=8, max_token_gap_s=0.2)
+    streams = [make_seq(i, 4) for i in range(2)]
+    for seq in streams:
+        scheduler.add(seq)
+    complete_step(scheduler, list(scheduler.schedule(step_cost=GAP_COST).chunks))
+    long_prompt = make_seq(9, 400)
+    scheduler.add(long_prompt)
+
+    while long_prompt.is_prefill:
+        chunks = list(scheduler.schedule(step_cost=GAP_COST).chunks)
+        decodes = sum(not chunk.seq.is_prefill for chunk in chunks)
+        prompt_tokens = sum(len(c.token_ids) for c in chunks if c.seq is long_prompt)
+        assert decodes == 2  # each stream gets its token every step
+        assert GAP_COST.seconds(decodes, prompt_tokens) <= 0.2 + 1e-9
+        complete_step(scheduler, chunks)
+
+
+def steps_to_admit_a_burst(scheduler: Scheduler) -> int:
+    """Steps until seven 40-token prompts, arriving while one stream decodes, have each got
+    their first token."""
+    first = make_seq(0, 40)
+    scheduler.add(first)
+    complete_step(scheduler, list(scheduler.schedule(step_cost=GAP_COST).chunks))
+    burst = [make_seq(i, 40) for i in range(1, 8)]
+    for seq in burst:
+        scheduler.add(seq)
+    num_steps = 0
+    while any(seq.num_output == 0 for seq in burst):
+        complete_step(scheduler, list(scheduler.schedule(step_cost=GAP_COST).chunks))
+        num_steps += 1
+        assert num_steps <= 20, "the burst was not admitted"
+    return num_steps
+
+
+def test_a_burst_beside_a_stream_is_admitted_in_as_few_steps_as_the_gap_target_allows() -> None:
+    by_target = Scheduler(num_slots=8, token_budget=512, max_waiting=8, max_token_gap_s=0.2)
+    fixed = Scheduler(
+        num_slots=8, token_budget=512, max_waiting=8, prefill_budget_while_decoding=32
+    )
+
+    # 280 prompt tokens; beside 1, 3, 5 decodes a 0.2 s step holds 90, 80, 70 of them.
+    assert steps_to_admit_a_burst(by_target) == 4
+    assert steps_to_admit_a_burst(fixed) == 9
+
+
+def test_a_fixed_prefill_cap_still_bounds_the_latency_budget() -> None:
+    scheduler = Scheduler(
+        num_slots=2,
+        token_budget=512,
+        max_waiting=2,
+        prefill_budget_while_decoding=8,
+        max_token_gap_s=0.2,
+    )
+
+    assert scheduler.prefill_budget(1, GAP_COST) == 8
+    assert scheduler.prefill_budget(0, GAP_COST) == 512  # nothing decodes: no gap to keep
+
+
+def test_when_decodes_alone_fill_the_target_a_prompt_still_gets_the_floor() -> None:
+    scheduler = Scheduler(num_slots=40, token_budget=512, max_waiting=2, max_token_gap_s=0.2)
+
+    assert scheduler.prefill_budget(30, GAP_COST) == PREFILL_FLOOR
+
+
+def test_a_burst_takes_every_free_slot_at_once_though_the_budget_prefills_only_some() -> None:
+    scheduler = Scheduler(num_slots=8, token_budget=512, max_waiting=8, max_token_gap_s=0.2)
+    first = make_seq(0, 40)
+    scheduler.add(first)
+    complete_step(scheduler, list(scheduler.schedule(step_cost=GAP_COST).chunks))
+    burst = [make_seq(i, 40) for i in range(1, 8)]
+    for seq in burst:
+        scheduler.add(seq)
+
+    plan = scheduler.schedule(step_cost=GAP_COST)
+
+    assert not scheduler.waiting and scheduler.num_slots_free == 0
+    assert {chunk.seq.seq_id for chunk in plan.chunks} < {seq.seq_id for seq in [first, *burst]}
+    assert plan.num_steps == 1

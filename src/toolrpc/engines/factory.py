@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from toolrpc.config import Settings
+from toolrpc.config import DEFAULT_HF_SLOTS, DEFAULT_SLOTS, Settings
 from toolrpc.engines.base import Engine
 from toolrpc.engines.default_model import embedded_model_path
 from toolrpc.scheduling.loop import LoopConfig
@@ -32,9 +32,11 @@ def load_engine(settings: Settings) -> Engine:
         from toolrpc.engines.fake import FakeEngine
 
         return FakeEngine(context_length=settings.ctx_size)
+    gap_ms = settings.max_token_gap_ms
     loop_config = LoopConfig(
         token_budget=settings.batch_tokens,
         prefill_budget_while_decoding=settings.prefill_chunk,
+        max_token_gap_s=None if gap_ms is None else gap_ms / 1000,
         reuse_generated_kv=settings.reuse_generated_kv,
         max_waiting=settings.max_queue,
         request_timeout_s=settings.request_timeout_s,
@@ -58,9 +60,11 @@ def _load_gguf(settings: Settings, loop_config: LoopConfig) -> Engine:
     options = LlamaCppOptions(
         model_path=path,
         context_length=settings.ctx_size,
-        num_slots=settings.parallel,
+        num_slots=settings.parallel or (None if settings.kv_memory_mib else DEFAULT_SLOTS),
+        kv_memory_bytes=settings.kv_memory_mib and settings.kv_memory_mib * 2**20,
         max_batch_tokens=settings.batch_tokens,
         num_threads=settings.threads,
+        kv_type=settings.kv_type,
         verbose=settings.verbose_engine,
     )
     return load_llama_cpp(options, loop_config)
@@ -82,7 +86,7 @@ def _load_hf(settings: Settings, loop_config: LoopConfig) -> Engine:
     options = HfOptions(
         model=settings.model,
         context_length=settings.ctx_size,
-        num_slots=settings.parallel,
+        num_slots=settings.parallel or DEFAULT_HF_SLOTS,
         device=settings.device,
         dtype=settings.dtype,
         quantize=settings.quantize,

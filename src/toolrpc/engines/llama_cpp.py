@@ -8,8 +8,11 @@ sequence at a time, so the batch is built here, on the documented C API.
 Deliberate settings (both change greedy output, so they are fixed everywhere, benchmarks too):
 - `kv_unified=False`: each sequence gets its own `context_length` of KV. Batched greedy output
   then matches single-sequence output token for token; with a unified cache it drifts.
-- flash attention off: the CPU build gains nothing from it on a model this size, and the
-  high-level `Llama` class (our raw baseline) uses the same setting.
+- flash attention off with an f16 cache (the CPU build gains nothing from it on a model this
+  size; our raw baseline, the `Llama` class, uses the same), on with q8_0 keys and values:
+  llama.cpp refuses a quantized V cache without it ("Failed to create llama_context"), and
+  keys alone at q8_0 save a third of what both save (`toolrpc.scheduling.kv_memory`). Batched
+  greedy output equals single-sequence output with q8_0 too (tests/engines/test_llama_cpp.py).
 
 Grammars: a JSON Schema is compiled to GBNF by llama-cpp-python's `json_schema_to_gbnf`, and
 enforced by a grammar sampler first in the sequence's sampler chain.
@@ -38,8 +41,10 @@ from toolrpc.engines.base import (
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.engines.default_model import served_name
 from toolrpc.generation import ContinuationScore
+from toolrpc.scheduling.kv_memory import MAX_SLOTS, KvCacheType, KvShape, slots_within
 from toolrpc.scheduling.loop import LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk, TokenSampler
+from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK
 from toolrpc.types import JSONObject
 
 logger = logging.getLogger(__name__)
@@ -47,14 +52,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LlamaCppOptions:
-    """How to load a GGUF model."""
+    """How to load a GGUF model: `num_slots` sequences, or with `num_slots` None as many as
+    `kv_memory_bytes` of KV cache holds at `context_length` tokens each."""
 
     model_path: Path
     context_length: int = 4096
-    num_slots: int = 4
+    num_slots: int | None = 4
+    kv_memory_bytes: int | None = None
     max_batch_tokens: int = 512
     num_threads: int | None = None
+    kv_type: KvCacheType = "f16"
     verbose: bool = False
+
+
+GGML_KV_TYPES: dict[KvCacheType, int] = {
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+}
 
 
 class LlamaSampler:
@@ -74,8 +88,16 @@ class LlamaCppRunner:
     """A ModelRunner over one GGUF model and one llama.cpp context (see the module docstring)."""
 
     def __init__(self, options: LlamaCppOptions) -> None:
+        """Load the model and create its context.
+
+        Raises `FileNotFoundError` for a missing file, `ValueError` when neither a slot count
+        nor a KV memory budget is given or the budget holds no slot, and llama-cpp-python's
+        `ValueError` when llama.cpp cannot load the model or create the context.
+        """
         if not options.model_path.is_file():
             raise FileNotFoundError(f"GGUF model not found: {options.model_path}")
+        if options.num_slots is None and options.kv_memory_bytes is None:
+            raise ValueError("give the number of slots or a KV memory budget")
         logging.getLogger("llama-cpp-python").setLevel(
             logging.DEBUG if options.verbose else logging.ERROR
         )
@@ -86,16 +108,39 @@ class LlamaCppRunner:
             path_model=str(options.model_path), params=model_params, verbose=options.verbose
         )
         self._vocab = self._model.vocab
+        self._metadata = self._model.metadata()
+        self.kv_bytes_per_token = _kv_shape(self._model, self._metadata).bytes_per_token(
+            options.kv_type
+        )
+        self._num_slots = options.num_slots or slots_within(
+            options.kv_memory_bytes or 0,
+            options.context_length,
+            self.kv_bytes_per_token,
+            max_slots=min(MAX_SLOTS, options.max_batch_tokens - MIN_FINAL_CHUNK),
+        )
+        logger.info(
+            "KV cache: %d slots x %d tokens, %s (%d bytes a token): %.0f MiB",
+            self._num_slots,
+            options.context_length,
+            options.kv_type,
+            self.kv_bytes_per_token,
+            self._num_slots * options.context_length * self.kv_bytes_per_token / 2**20,
+        )
         threads = options.num_threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = options.context_length * options.num_slots
+        params.n_ctx = options.context_length * self._num_slots
         params.n_batch = options.max_batch_tokens
         params.n_ubatch = options.max_batch_tokens
-        params.n_seq_max = options.num_slots
+        params.n_seq_max = self._num_slots
         params.n_threads = threads
         params.n_threads_batch = threads
         params.kv_unified = False
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.type_k = params.type_v = GGML_KV_TYPES[options.kv_type]
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            if options.kv_type == "f16"
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        )
         self._context = _internals.LlamaContext(
             model=self._model, params=params, verbose=options.verbose
         )
@@ -104,14 +149,13 @@ class LlamaCppRunner:
         self._batch = llama_cpp.llama_batch_init(options.max_batch_tokens, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
         self._num_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-        self._metadata = self._model.metadata()
         self._bos_text = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
         self._adds_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
 
     @property
     def num_slots(self) -> int:
-        """Sequences the KV cache holds at once."""
-        return self.options.num_slots
+        """Sequences the KV cache holds at once (given, or from the KV memory budget)."""
+        return self._num_slots
 
     @property
     def context_length(self) -> int:
@@ -261,6 +305,22 @@ class LlamaCppRunner:
         if token_id < 0:
             return ""
         return self._piece_bytes(token_id, special=True).decode("utf-8", errors="replace")
+
+
+def _kv_shape(model: _internals.LlamaModel, metadata: dict[str, str]) -> KvShape:
+    """The model's KV shape: layers, KV heads, and head sizes from the GGUF's
+    `<arch>.attention.key_length` / `value_length` when given, else embedding / heads."""
+    handle = model.model
+    arch = metadata.get("general.architecture", "")
+    head_dim = int(llama_cpp.llama_model_n_embd(handle)) // int(
+        llama_cpp.llama_model_n_head(handle)
+    )
+    return KvShape(
+        num_layers=int(llama_cpp.llama_model_n_layer(handle)),
+        num_kv_heads=int(llama_cpp.llama_model_n_head_kv(handle)),
+        key_head_dim=int(metadata.get(f"{arch}.attention.key_length", head_dim)),
+        value_head_dim=int(metadata.get(f"{arch}.attention.value_length", head_dim)),
+    )
 
 
 def _is_decode(chunk: RunnerChunk) -> bool:

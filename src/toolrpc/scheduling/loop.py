@@ -4,7 +4,9 @@
 each step: the scheduler plans it (`Scheduler.schedule`), the runner carries the plan out in
 its worker thread (one step, or several decode steps when the plan says so, cut short when a
 request arrives or ends), and the scheduler takes each step's tokens back
-(`Scheduler.postprocess`), ending sequences at end of generation and `max_new_tokens`. The loop
+(`Scheduler.postprocess`), ending sequences at end of generation and `max_new_tokens`. Each
+runner call is timed and fed to a `StepCostEstimator`, whose current estimate the next plan is
+given (the scheduler sizes prompt chunks beside running streams by it). The loop
 keeps only what needs text: each request's `TextAssembler` turns tokens into text and ends the
 sequence at a stop string. Closing a request's stream (client gone, time limit) finishes its
 sequence before the next step, so its slot and KV cache are free within one step.
@@ -18,6 +20,7 @@ import dataclasses
 import itertools
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from toolrpc.generation import (
     GenerationRequest,
     TokenUsage,
 )
+from toolrpc.scheduling.cost import StepCostEstimator
 from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
 from toolrpc.scheduling.scheduler import KvTrim, Scheduler, common_prefix_len
 from toolrpc.scheduling.sequence import (
@@ -56,10 +60,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """Limits of the batching loop."""
+    """Limits of the batching loop (`max_token_gap_s`: the inter-token target a step beside
+    running streams is sized for; None: prompt chunks are bounded by the token budget and
+    `prefill_budget_while_decoding` only)."""
 
     token_budget: int = 512
     prefill_budget_while_decoding: int | None = None
+    max_token_gap_s: float | None = None
     reuse_generated_kv: bool = False
     max_waiting: int = 64
     request_timeout_s: float = 600.0
@@ -89,6 +96,7 @@ class BatchLoop:
             token_budget=self.config.token_budget,
             max_waiting=self.config.max_waiting,
             prefill_budget_while_decoding=self.config.prefill_budget_while_decoding,
+            max_token_gap_s=self.config.max_token_gap_s,
             reuse_generated=self.config.reuse_generated_kv,
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolrpc-runner")
@@ -107,6 +115,8 @@ class BatchLoop:
         self._closed = False
         self._totals = EngineStats()
         self.num_steps = 0
+        self.step_costs = StepCostEstimator()
+        """What a runner step costs, learnt from the calls so far (the plans are sized by it)."""
 
     def stats(self) -> EngineStats:
         """Counters since start and the current queue gauges."""
@@ -331,18 +341,35 @@ class BatchLoop:
 
     async def _step(self) -> None:
         """Plan a step, have the runner carry it out, and hand each step's results back."""
-        plan = self.scheduler.schedule(num_arriving=self._num_arriving)
+        plan = self.scheduler.schedule(
+            num_arriving=self._num_arriving, step_cost=self.step_costs.cost()
+        )
         if not plan.chunks:
             return
         runner_chunks = [self._runner_chunk(c) for c in plan.chunks]
         trims = self.scheduler.take_kv_trims()
         self._interrupt.clear()
+        started = time.perf_counter()
         steps = await self._call(
             _trim_and_step, self.runner, trims, runner_chunks, plan.num_steps, self._interrupt
         )
+        self._observe_cost(runner_chunks, len(steps), time.perf_counter() - started)
         self.num_steps += len(steps)
         for step, results in enumerate(steps):
             self._on_step_results(plan, step, results)
+
+    def _observe_cost(self, chunks: list[RunnerChunk], num_steps: int, seconds: float) -> None:
+        """Feed a runner call's composition and wall time (hand-offs included: they are part
+        of the gap a stream sees) to the cost estimate; steps after the first decode one row
+        per chunk."""
+        num_decodes = sum(len(c.token_ids) == 1 and c.score_from is None for c in chunks)
+        num_prompt = sum(len(c.token_ids) for c in chunks) - num_decodes
+        self.step_costs.observe(
+            num_steps=num_steps,
+            num_decode_rows=num_decodes + (num_steps - 1) * len(chunks),
+            num_prompt_tokens=num_prompt,
+            seconds=seconds,
+        )
 
     def _on_step_results(
         self, plan: StepPlan, step: int, results: list[int | ContinuationScore | None]

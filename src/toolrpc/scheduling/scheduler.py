@@ -4,13 +4,32 @@ Pure and synchronous: no model, no asyncio, no clock. Each step
 
 1. gives every running sequence that is decoding its one pending token (decodes first, so a
    stream never waits behind someone else's prompt);
-2. spends what is left of the token budget on prompt chunks, running sequences first, then
-   newly admitted ones in arrival order (first come, first served) while a slot is free. While
-   any sequence is decoding, prompt chunks share a smaller budget
-   (`prefill_budget_while_decoding`): on a CPU a 512-token chunk holds every running stream for
-   over a second; measured on two cores with a 2,000-token prompt arriving mid-stream, 64-token
-   chunks held a stream 0.40 s at most, 48: 0.27 s, 32: 0.25 s (that prompt's TTFT 8.1, 9.2,
-   9.7 s): the server's default is 32.
+2. gives every waiting sequence a free slot (so a sequence waits only for want of a slot, as
+   the waiting gauge says), and spends what is left of the token budget on prompt chunks in
+   arrival order (first come, first served): a sequence admitted with no budget left gets its
+   chunks in the next steps, and until its prompt is computed no multi-step call runs. While
+   any sequence is decoding, prompt chunks get only as many tokens as keep the step within the
+   inter-token target (`max_token_gap_s`, `--max-token-gap-ms`), by the step cost the caller
+   gives (`StepCost`, estimated by the loop from the steps that ran; the scheduler times
+   nothing): a running stream's next token is then never held longer than the target by
+   someone else's prompt, and a burst of short prompts is admitted in as few steps as that
+   allows. Before this, a fixed 32 tokens per step (`prefill_budget_while_decoding`, now an
+   optional cap, `--prefill-chunk`) kept a 2,000-token prompt arriving mid-stream from holding
+   a stream over 0.25 s (64-token chunks: 0.40 s, 48: 0.27 s; two cores), but fed a burst of
+   eight ~40-token prompts 32 tokens a step behind the first arrival's decodes: they got their
+   first tokens at p95 1.9-2.0 s, where one after the other they took 8 x 0.16 s = 1.25 s.
+   When the decodes alone take the target or more (many streams, or a machine busy with other
+   work: llama.cpp's threads spin at barriers, and steps measured at load 10 took seconds), a
+   prompt still gets `PREFILL_FLOOR` tokens a step, the fixed budget of before, so admission
+   goes on as it did then instead of crawling at a few tokens a step.
+   The server's default target is 200 ms: a stream's largest gap is a step plus the hand-offs
+   (runner thread, event loop, HTTP write), and steps the cost model puts at ~0.2 s (32-token
+   chunks late in a 2,000-token prompt) gave largest gaps of 0.21-0.25 s. By the prior costs
+   (`cost.DEFAULT_STEP_COST`) a 200 ms step beside one stream holds 47 prompt tokens, about
+   40 late in a long prompt (4.7 ms a token), within the 32-48 measured to stay under 0.3 s;
+   a burst of eight ~40-token prompts then goes in in about 7 steps whose decodes cost ~5 ms
+   a row, instead of ~12 steps of 32 tokens. Latency figures taken under other load are not
+   comparable (llama.cpp's threads spin at barriers): rerun `benchmarks/serving.py` quiet.
 
 A long prompt is therefore prefilled over several steps, and running streams keep producing a
 token every step meanwhile.
@@ -56,8 +75,10 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
+from toolrpc.scheduling.cost import StepCost
 from toolrpc.scheduling.sequence import (
     MIN_FINAL_CHUNK,
+    MIN_PREFILL_CHUNK,
     SampledToken,
     ScheduledChunk,
     Sequence,
@@ -65,6 +86,10 @@ from toolrpc.scheduling.sequence import (
     StepPlan,
     TokenOutput,
 )
+
+PREFILL_FLOOR = 32
+"""Prompt tokens a step beside decodes gets even when the gap target leaves fewer (module
+docstring): the fixed budget measured before the target, 0.21-0.25 s largest gaps."""
 
 BACKGROUND_CHUNK = 16
 """Largest chunk of a background prefill (module docstring)."""
@@ -116,16 +141,21 @@ class Scheduler:
         token_budget: int,
         max_waiting: int,
         prefill_budget_while_decoding: int | None = None,
+        max_token_gap_s: float | None = None,
         reuse_generated: bool = False,
     ) -> None:
         # Decodes of the other slots leave a prefilling sequence at least MIN_FINAL_CHUNK + 1
         # tokens, enough to always make progress under the chunk rules.
         if num_slots < 1 or token_budget < num_slots + MIN_FINAL_CHUNK or max_waiting < 0:
             raise ValueError("need num_slots >= 1, token_budget >= num_slots + 2, max_waiting >= 0")
-        if prefill_budget_while_decoding is not None and prefill_budget_while_decoding < 4:
-            raise ValueError("prefill_budget_while_decoding must be at least 4")
+        cap = prefill_budget_while_decoding
+        if cap is not None and cap < MIN_PREFILL_CHUNK:
+            raise ValueError(f"prefill_budget_while_decoding must be at least {MIN_PREFILL_CHUNK}")
+        if max_token_gap_s is not None and max_token_gap_s <= 0:
+            raise ValueError("max_token_gap_s must be positive")
         self.token_budget = token_budget
         self.prefill_budget_while_decoding = prefill_budget_while_decoding
+        self.max_token_gap_s = max_token_gap_s
         self.reuse_generated = reuse_generated
         self.max_waiting = max_waiting
         self.waiting: deque[Sequence] = deque()
@@ -167,13 +197,15 @@ class Scheduler:
         seq.status = SequenceStatus.WAITING
         self.waiting.append(seq)
 
-    def schedule(self, *, num_arriving: int = 0) -> StepPlan:
+    def schedule(self, *, num_arriving: int = 0, step_cost: StepCost | None = None) -> StepPlan:
         """Plan the next runner call (see the module docstring); no chunks when nothing runs.
 
         `num_arriving` counts requests on their way in (not yet added): while one is, the plan
         takes a single step, so the request joins the batch without waiting for a long call.
+        `step_cost` is what a step costs now; without it (or without `max_token_gap_s`) prompt
+        chunks beside decodes are limited by the token budget and the cap only.
         """
-        chunks = self._schedule_chunks()
+        chunks = self._schedule_chunks(step_cost)
         return StepPlan(tuple(chunks), self._num_steps(chunks, num_arriving))
 
     def _num_steps(self, chunks: list[ScheduledChunk], num_arriving: int) -> int:
@@ -181,12 +213,28 @@ class Scheduler:
         (`MULTI_STEP_TOKENS` in all, never past a sequence's `max_new_tokens`), else one."""
         if not chunks or self.waiting or num_arriving:
             return 1
+        if any(seq.is_prefill for seq in self.running):  # admitted, its prompt not yet computed
+            return 1
         if not all(chunk.needs_sample and len(chunk.token_ids) == 1 for chunk in chunks):
             return 1
         room = min(chunk.seq.max_new_tokens - chunk.seq.num_output for chunk in chunks)
         return max(1, min(MULTI_STEP_TOKENS // len(chunks), room))
 
-    def _schedule_chunks(self) -> list[ScheduledChunk]:
+    def prefill_budget(self, num_decode_rows: int, step_cost: StepCost | None) -> int:
+        """Prompt tokens a step beside `num_decode_rows` decodes may hold, before the step's
+        token budget: the cap, and what keeps the step within `max_token_gap_s` by `step_cost`
+        (at least `PREFILL_FLOOR`); unlimited (the token budget) when nothing decodes."""
+        if num_decode_rows == 0:
+            return self.token_budget
+        budget = self.token_budget
+        if self.prefill_budget_while_decoding is not None:
+            budget = min(budget, self.prefill_budget_while_decoding)
+        if self.max_token_gap_s is not None and step_cost is not None:
+            within = step_cost.prompt_tokens_within(self.max_token_gap_s, num_decode_rows)
+            budget = min(budget, max(PREFILL_FLOOR, within))
+        return budget
+
+    def _schedule_chunks(self, step_cost: StepCost | None) -> list[ScheduledChunk]:
         """The chunks of one step: decodes first, then prompt chunks (module docstring)."""
         if self.waiting:
             for background in [seq for seq in self.running if seq.is_background]:
@@ -199,20 +247,20 @@ class Scheduler:
             if not seq.is_prefill and budget > 0:
                 chunks.append(self._chunk(seq, 1))
                 budget -= 1
-        prefill = budget
-        if chunks and self.prefill_budget_while_decoding is not None:
-            prefill = min(budget, self.prefill_budget_while_decoding)
+        prefill = min(budget, self.prefill_budget(len(chunks), step_cost))
+        while self.waiting and self.num_slots_free > 0:
+            self._admit(self.waiting.popleft())
         for seq in self.running:
-            if seq.is_prefill and prefill > 0:
+            if seq.is_prefill and prefill >= min(MIN_FINAL_CHUNK, self._left(seq)):
                 allowed = min(prefill, self._background_chunk) if seq.is_background else prefill
                 used = self._add_chunk(chunks, self._prefill_chunk(seq, allowed, budget))
                 prefill, budget = prefill - used, budget - used
-        while prefill >= MIN_FINAL_CHUNK and self.waiting and self.num_slots_free > 0:
-            seq = self.waiting.popleft()
-            self._admit(seq)
-            used = self._add_chunk(chunks, self._prefill_chunk(seq, prefill, budget))
-            prefill, budget = prefill - used, budget - used
         return chunks
+
+    @staticmethod
+    def _left(seq: Sequence) -> int:
+        """Prompt tokens of `seq` still to compute."""
+        return len(seq.prompt_ids) - seq.num_computed
 
     def _prefill_chunk(self, seq: Sequence, prefill: int, budget: int) -> ScheduledChunk:
         """A prompt chunk within `prefill` tokens, stretched (within what is left of the

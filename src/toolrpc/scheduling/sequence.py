@@ -13,6 +13,12 @@ MIN_FINAL_CHUNK = 2
 scheduler's docstring on exact prefix reuse)."""
 
 
+MIN_PREFILL_CHUNK = 4
+"""The smallest cap on prompt tokens a step beside running decodes may take
+(`prefill_budget_while_decoding`, `--prefill-chunk`): with less, a prompt chunk could not both
+progress and leave a final chunk of `MIN_FINAL_CHUNK`."""
+
+
 class SequenceStatus(enum.Enum):
     """Where a sequence is in its life."""
 
