@@ -94,6 +94,21 @@ class EngineStats:
     num_generated_tokens: int = 0
     num_cached_tokens: int = 0
     num_steps: int = 0
+    num_slots: int = 0
+    """KV slots (sequences the cache holds at once); 0 for an engine without slots."""
+    num_slots_in_use: int = 0
+    """Slots a request's sequence runs in now."""
+    num_kv_tokens: int = 0
+    """Tokens whose keys and values the cache holds: running sequences and kept prefixes."""
+    queue_wait_counts: tuple[int, ...] = ()
+    """How many admitted sequences waited at most each of `QUEUE_WAIT_BOUNDS` seconds for a
+    slot (cumulative, as a histogram's buckets); the last entry counts them all."""
+    queue_wait_sum_s: float = 0.0
+    """Their waits added up, in seconds."""
+
+
+QUEUE_WAIT_BOUNDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Upper bounds (seconds) of the queue-wait histogram's buckets; a last one is +Inf."""
 
 
 @dataclass(frozen=True)

@@ -502,3 +502,16 @@ async def test_every_runner_call_is_fed_to_the_step_cost_estimate() -> None:
         calls = len(set(runner.seen))
 
     assert loop.step_costs.num_observed == calls
+
+
+async def test_stats_count_slots_kv_tokens_and_each_requests_wait_for_a_slot() -> None:
+    runner = ScriptedRunner(slots=2)
+    async with batch_loop(runner) as loop:
+        await collect(loop, request("abc"))
+        await collect(loop, request("abcd"))
+        stats = loop.stats()
+
+    assert (stats.num_slots, stats.num_slots_in_use) == (2, 0)
+    assert stats.num_kv_tokens >= len("abcd")  # the kept prompt prefixes
+    assert stats.queue_wait_counts[-1] == 2  # every admitted request waited some time, once
+    assert stats.queue_wait_sum_s >= 0

@@ -82,3 +82,22 @@ async def test_the_routers_decisions_are_counted() -> None:
 
     assert scraped[("toolrpc_router_decisions_total", (("decision", "tool"),))] == 1
     assert scraped[("toolrpc_router_decisions_total", (("decision", "answer"),))] == 1
+
+
+def test_the_engines_kv_gauges_and_queue_wait_histogram_are_exposed() -> None:
+    from toolrpc.generation import QUEUE_WAIT_BOUNDS, EngineStats
+    from toolrpc.server.metrics import ServerMetrics
+
+    counts = (0, 1, *([2] * (len(QUEUE_WAIT_BOUNDS) - 1)))
+    stats = EngineStats(
+        num_slots=4, num_slots_in_use=1, num_kv_tokens=120, queue_wait_counts=counts,
+        queue_wait_sum_s=0.07,
+    )  # fmt: skip
+
+    scraped = samples(ServerMetrics(lambda: stats).render().decode())
+
+    assert scraped[("toolrpc_kv_slots", ())] == 4
+    assert scraped[("toolrpc_kv_slots_in_use", ())] == 1
+    assert scraped[("toolrpc_kv_tokens", ())] == 120
+    assert scraped[("toolrpc_queue_wait_seconds_bucket", (("le", "0.05"),))] == 1
+    assert scraped[("toolrpc_queue_wait_seconds_count", ())] == 2

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -33,6 +34,7 @@ from toolrpc.errors import (
     Overloaded,
 )
 from toolrpc.generation import (
+    QUEUE_WAIT_BOUNDS,
     Chunk,
     ContinuationScore,
     EngineStats,
@@ -83,6 +85,8 @@ class _Request:
     )
     is_finished: bool = False
     deadline: float = 0.0
+    queued_at: float = 0.0
+    is_started: bool = False
 
 
 class BatchLoop:
@@ -108,6 +112,8 @@ class BatchLoop:
         self._idle.set()
         self._num_arriving = 0
         self._num_reserved = 0
+        self._queue_waits = [0] * (len(QUEUE_WAIT_BOUNDS) + 1)
+        self._queue_wait_sum_s = 0.0
         """Requests past the room check whose sequence is not queued yet (`_reserved`)."""
         self._interrupt = threading.Event()
         """Set when a request arrives or ends: a multi-step runner call stops after its step."""
@@ -119,13 +125,37 @@ class BatchLoop:
         """What a runner step costs, learnt from the calls so far (the plans are sized by it)."""
 
     def stats(self) -> EngineStats:
-        """Counters since start and the current queue gauges."""
+        """Counters since start, the queue-wait histogram and the current queue and KV gauges."""
+        slots = self.scheduler.slots
+        in_use = [slot.seq for slot in slots if slot.seq is not None]
         return dataclasses.replace(
             self._totals,
             num_running=sum(not seq.is_background for seq in self.scheduler.running),
             num_waiting=len(self.scheduler.waiting),
             num_steps=self.num_steps,
+            num_slots=len(slots),
+            num_slots_in_use=sum(not seq.is_background for seq in in_use),
+            num_kv_tokens=sum(
+                slot.seq.num_computed if slot.seq is not None else len(slot.cached)
+                for slot in slots
+            ),
+            queue_wait_counts=tuple(self._queue_waits),
+            queue_wait_sum_s=self._queue_wait_sum_s,
         )
+
+    def _record_waits(self, plan: StepPlan) -> None:
+        """Note how long each request that starts running in `plan` waited for its slot."""
+        now = asyncio.get_running_loop().time()
+        for chunk in plan.chunks:
+            state = self._requests.get(chunk.seq.seq_id)
+            if state is None or state.is_started:
+                continue
+            state.is_started = True
+            wait = max(0.0, now - state.queued_at)
+            self._queue_wait_sum_s += wait
+            for index, bound in enumerate((*QUEUE_WAIT_BOUNDS, math.inf)):
+                if wait <= bound:
+                    self._queue_waits[index] += 1
 
     async def wait_idle(self) -> None:
         """Wait until the loop has nothing left to do, background prefill included."""
@@ -240,7 +270,8 @@ class BatchLoop:
         self._idle.clear()
         self._requests[state.seq.seq_id] = state
         self._count(num_requests=1, num_prompt_tokens=len(state.seq.prompt_ids))
-        state.deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
+        state.queued_at = asyncio.get_running_loop().time()
+        state.deadline = state.queued_at + self.config.request_timeout_s
         self._ensure_running()
         self._wake.set()
 
@@ -346,6 +377,7 @@ class BatchLoop:
         )
         if not plan.chunks:
             return
+        self._record_waits(plan)
         runner_chunks = [self._runner_chunk(c) for c in plan.chunks]
         trims = self.scheduler.take_kv_trims()
         self._interrupt.clear()

@@ -11,10 +11,15 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from toolrpc.generation import EngineStats
+from toolrpc.generation import QUEUE_WAIT_BOUNDS, EngineStats
 from toolrpc.observe import StepRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -51,6 +56,23 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily(
             "toolrpc_waiting_sequences", "sequences waiting for a slot", value=stats.num_waiting
         )
+        yield GaugeMetricFamily("toolrpc_kv_slots", "KV cache slots", value=stats.num_slots)
+        yield GaugeMetricFamily(
+            "toolrpc_kv_slots_in_use", "KV slots a request runs in", value=stats.num_slots_in_use
+        )
+        yield GaugeMetricFamily(
+            "toolrpc_kv_tokens",
+            "tokens held in the KV cache (running sequences and kept prefixes)",
+            value=stats.num_kv_tokens,
+        )
+        if stats.queue_wait_counts:
+            bounds = [*(str(bound) for bound in QUEUE_WAIT_BOUNDS), "+Inf"]
+            yield HistogramMetricFamily(
+                "toolrpc_queue_wait_seconds",
+                "time a request waited for a KV slot",
+                buckets=list(zip(bounds, stats.queue_wait_counts, strict=True)),
+                sum_value=stats.queue_wait_sum_s,
+            )
 
 
 # Buckets for token latencies: vLLM's TTFT and TPOT buckets, which span a GPU's 1 ms per token
