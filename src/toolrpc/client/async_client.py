@@ -30,7 +30,7 @@ from toolrpc.client.events import (
 )
 from toolrpc.client.retry import NO_RETRY, Retry
 from toolrpc.client.tools import ClientTool, raised
-from toolrpc.client.toolset import ToolLike, definitions, runnable_tools
+from toolrpc.client.toolset import ToolLike, runnable_tools, step_input
 from toolrpc.client.wire import (
     Options,
     ServerHealth,
@@ -110,14 +110,14 @@ class AsyncClient:
     ) -> CreateMessageResult:
         """One `create_message` step (`/rpc`). Raises `InvalidParams` before sending for params
         the server would refuse."""
-        step = StepInput(
-            message=message,
-            history=tuple(history),
-            tools=definitions(tools),
-            tool_results=tuple(tool_results),
+        step = step_input(
+            message,
+            history=history,
+            tools=tools,
+            tool_results=tool_results,
             tool_choice=tool_choice,
             system=system,
-            options=options or Options(),
+            options=options,
         )
         return await self._create(step)
 
@@ -134,14 +134,14 @@ class AsyncClient:
     ) -> AsyncGenerator[StreamEvent, None]:
         """One step through `/stream`, event by event. An error before the stream starts is
         raised; one after is the last event (`StreamFailed`)."""
-        step = StepInput(
-            message=message,
-            history=tuple(history),
-            tools=definitions(tools),
-            tool_results=tuple(tool_results),
+        step = step_input(
+            message,
+            history=history,
+            tools=tools,
+            tool_results=tool_results,
             tool_choice=tool_choice,
             system=system,
-            options=options or Options(),
+            options=options,
         )
         return self._stream(step)
 
@@ -171,13 +171,13 @@ class AsyncClient:
         (the round's calls concurrently), send the results back, until the server answers
         with text. `on_exchange` sees each call and its result as they finish."""
         runnable = runnable_tools(tools)
-        step = StepInput(
-            message=message,
-            history=tuple(history),
-            tools=definitions(tools),
+        step = step_input(
+            message,
+            history=history,
+            tools=tools,
             tool_choice=tool_choice,
             system=system,
-            options=options or Options(),
+            options=options,
         )
         log = run_log(step.options)
         while True:
@@ -205,13 +205,13 @@ class AsyncClient:
         """`run` through `/stream`: yields each step's events, a `ToolExchange` per call run,
         and last `RunDone`. Raises the server's error when a step fails mid-stream."""
         runnable = runnable_tools(tools)
-        step = StepInput(
-            message=message,
-            history=tuple(history),
-            tools=definitions(tools),
+        step = step_input(
+            message,
+            history=history,
+            tools=tools,
             tool_choice=tool_choice,
             system=system,
-            options=options or Options(),
+            options=options,
         )
         log = run_log(step.options)
         while True:

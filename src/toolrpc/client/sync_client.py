@@ -29,7 +29,7 @@ from toolrpc.client.events import (
 )
 from toolrpc.client.retry import NO_RETRY, Retry
 from toolrpc.client.tools import ClientTool, FunctionTool, ToolOutcome, raised
-from toolrpc.client.toolset import ToolLike, definitions, runnable_tools
+from toolrpc.client.toolset import ToolLike, runnable_tools, step_input
 from toolrpc.client.wire import (
     Options,
     ServerHealth,
@@ -104,14 +104,14 @@ class Client:
     ) -> CreateMessageResult:
         """One `create_message` step (`/rpc`). Raises `InvalidParams` before sending for params
         the server would refuse."""
-        step = StepInput(
-            message=message,
-            history=tuple(history),
-            tools=definitions(tools),
-            tool_results=tuple(tool_results),
+        step = step_input(
+            message,
+            history=history,
+            tools=tools,
+            tool_results=tool_results,
             tool_choice=tool_choice,
             system=system,
-            options=options or Options(),
+            options=options,
         )
         return self._create(step)
 
@@ -128,14 +128,14 @@ class Client:
     ) -> Generator[StreamEvent, None, None]:
         """One step through `/stream`, event by event. An error before the stream starts is
         raised; one after is the last event (`StreamFailed`)."""
-        step = StepInput(
-            message=message,
-            history=tuple(history),
-            tools=definitions(tools),
-            tool_results=tuple(tool_results),
+        step = step_input(
+            message,
+            history=history,
+            tools=tools,
+            tool_results=tool_results,
             tool_choice=tool_choice,
             system=system,
-            options=options or Options(),
+            options=options,
         )
         return self._stream(step)
 
@@ -164,13 +164,13 @@ class Client:
         send the results back, until the server answers with text. `on_exchange` sees each
         call and its result as they finish."""
         runnable = runnable_tools(tools)
-        step = StepInput(
-            message=message,
-            history=tuple(history),
-            tools=definitions(tools),
+        step = step_input(
+            message,
+            history=history,
+            tools=tools,
             tool_choice=tool_choice,
             system=system,
-            options=options or Options(),
+            options=options,
         )
         log = run_log(step.options)
         while True:
@@ -198,13 +198,13 @@ class Client:
         """`run` through `/stream`: yields each step's events, a `ToolExchange` per call run,
         and last `RunDone`. Raises the server's error when a step fails mid-stream."""
         runnable = runnable_tools(tools)
-        step = StepInput(
-            message=message,
-            history=tuple(history),
-            tools=definitions(tools),
+        step = step_input(
+            message,
+            history=history,
+            tools=tools,
             tool_choice=tool_choice,
             system=system,
-            options=options or Options(),
+            options=options,
         )
         log = run_log(step.options)
         while True:

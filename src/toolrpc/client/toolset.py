@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 from toolrpc.client.tools import ClientTool, as_tool
-from toolrpc.protocol import Tool
+from toolrpc.client.wire import Options, StepInput, ToolChoiceArg
+from toolrpc.protocol import Message, Tool, ToolResult
 
 ToolLike: TypeAlias = Tool | ClientTool | Callable[..., Any]
 """A wire definition only (the model may call it; the caller runs it), a runnable tool, or a
@@ -33,3 +34,25 @@ def runnable_tools(tools: Sequence[ToolLike] | None) -> dict[str, ClientTool]:
             raise ValueError(f"two tools are named {name!r}")
         found[name] = runnable
     return found
+
+
+def step_input(
+    message: str | None,
+    *,
+    history: Sequence[Message],
+    tools: Sequence[ToolLike] | None,
+    tool_results: Sequence[ToolResult] = (),
+    tool_choice: ToolChoiceArg,
+    system: str | None,
+    options: Options | None,
+) -> StepInput:
+    """The first step of a call or a run, from the arguments the client's methods take."""
+    return StepInput(
+        message=message,
+        history=tuple(history),
+        tools=definitions(tools),
+        tool_results=tuple(tool_results),
+        tool_choice=tool_choice,
+        system=system,
+        options=options or Options(),
+    )
