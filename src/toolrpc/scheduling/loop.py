@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -34,7 +33,6 @@ from toolrpc.errors import (
     Overloaded,
 )
 from toolrpc.generation import (
-    QUEUE_WAIT_BOUNDS,
     Chunk,
     ContinuationScore,
     EngineStats,
@@ -43,7 +41,8 @@ from toolrpc.generation import (
 )
 from toolrpc.scheduling.cost import StepCostEstimator
 from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
-from toolrpc.scheduling.scheduler import KvTrim, Scheduler, common_prefix_len
+from toolrpc.scheduling.runner_calls import release, trim_and_step
+from toolrpc.scheduling.scheduler import Scheduler, common_prefix_len
 from toolrpc.scheduling.sequence import (
     SampledToken,
     ScheduledChunk,
@@ -53,6 +52,7 @@ from toolrpc.scheduling.sequence import (
     TokenOutput,
 )
 from toolrpc.scheduling.text import TextAssembler
+from toolrpc.scheduling.waits import QueueWaits
 from toolrpc.types import EngineFinishReason
 
 logger = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ class BatchLoop:
         self._idle.set()
         self._num_arriving = 0
         self._num_reserved = 0
-        self._queue_waits = [0] * (len(QUEUE_WAIT_BOUNDS) + 1)
-        self._queue_wait_sum_s = 0.0
+        self._queue_waits = QueueWaits()
         """Requests past the room check whose sequence is not queued yet (`_reserved`)."""
         self._interrupt = threading.Event()
         """Set when a request arrives or ends: a multi-step runner call stops after its step."""
@@ -139,8 +138,8 @@ class BatchLoop:
                 slot.seq.num_computed if slot.seq is not None else len(slot.cached)
                 for slot in slots
             ),
-            queue_wait_counts=tuple(self._queue_waits),
-            queue_wait_sum_s=self._queue_wait_sum_s,
+            queue_wait_counts=self._queue_waits.counts,
+            queue_wait_sum_s=self._queue_waits.sum_s,
         )
 
     def _record_waits(self, plan: StepPlan) -> None:
@@ -151,11 +150,7 @@ class BatchLoop:
             if state is None or state.is_started:
                 continue
             state.is_started = True
-            wait = max(0.0, now - state.queued_at)
-            self._queue_wait_sum_s += wait
-            for index, bound in enumerate((*QUEUE_WAIT_BOUNDS, math.inf)):
-                if wait <= bound:
-                    self._queue_waits[index] += 1
+            self._queue_waits.record(max(0.0, now - state.queued_at))
 
     async def wait_idle(self) -> None:
         """Wait until the loop has nothing left to do, background prefill included."""
@@ -338,10 +333,10 @@ class BatchLoop:
         trims = self.scheduler.take_kv_trims()
         # Shielded: `aclose` cancels the loop task, and a cancelled job that had not started yet
         # would never run, leaking these samplers and slots.
-        release = asyncio.get_running_loop().run_in_executor(
-            self._executor, _release, self.runner, samplers, trims
+        released = asyncio.get_running_loop().run_in_executor(
+            self._executor, release, self.runner, samplers, trims
         )
-        await asyncio.shield(release)
+        await asyncio.shield(released)
 
     async def _run(self) -> None:
         while not self._closed:
@@ -383,7 +378,7 @@ class BatchLoop:
         self._interrupt.clear()
         started = time.perf_counter()
         steps = await self._call(
-            _trim_and_step, self.runner, trims, runner_chunks, plan.num_steps, self._interrupt
+            trim_and_step, self.runner, trims, runner_chunks, plan.num_steps, self._interrupt
         )
         self._observe_cost(runner_chunks, len(steps), time.perf_counter() - started)
         self.num_steps += len(steps)
@@ -455,39 +450,3 @@ class BatchLoop:
         state.queue.put_nowait(Chunk(text, finish_reason=reason, usage=usage))
         state.is_finished = True
         self._retire(state)
-
-
-def _release(runner: ModelRunner, samplers: list[TokenSampler], trims: list[KvTrim]) -> None:
-    for sampler in samplers:
-        sampler.close()
-    _trim(runner, trims)
-
-
-def _trim(runner: ModelRunner, trims: list[KvTrim]) -> None:
-    for trim in trims:
-        runner.trim_slot(trim.slot, trim.keep)
-
-
-def _trim_and_step(
-    runner: ModelRunner,
-    trims: list[KvTrim],
-    chunks: list[RunnerChunk],
-    num_steps: int,
-    interrupt: threading.Event,
-) -> list[list[int | ContinuationScore | None]]:
-    """Apply the trims, run the step, and up to `num_steps - 1` more decode steps that feed
-    each chunk's sampled token back, stopping at an end of generation or when `interrupt` is
-    set (a request arrived or ended: the loop must schedule again)."""
-    _trim(runner, trims)
-    steps = [runner.step(chunks)]
-    while len(steps) < num_steps and not interrupt.is_set():
-        tokens = steps[-1]
-        fed: list[int] = [t for t in tokens if isinstance(t, int)]
-        if len(fed) != len(chunks) or any(runner.is_end_of_generation(t) for t in fed):
-            break
-        chunks = [
-            RunnerChunk(c.slot, c.start + len(c.token_ids), (t,), c.sampler)
-            for c, t in zip(chunks, fed, strict=True)
-        ]
-        steps.append(runner.step(chunks))
-    return steps
