@@ -148,7 +148,8 @@ class Settings(BaseSettings):
     )
     upstream_timeout_s: Annotated[float, Field(gt=0)] = Field(
         60.0,
-        description="longest an upstream may stay silent (before and between chunks), seconds",
+        description="longest an upstream may stay silent (before and between chunks), seconds; "
+        "one silent this long to every request and probe is taken out",
         json_schema_extra=flag("model", "SECONDS"),
     )
     served_model_name: str | None = Field(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from toolrpc.chat.conversation import Chat, DeltaEvent
 from toolrpc.chat.upstream import UpstreamModel, affinity_key, openai_message
 from toolrpc.engines.base import EngineInfo, GenerationRequest
 from toolrpc.engines.upstream import UpstreamOptions, UpstreamPool
-from toolrpc.errors import InvalidParams, Overloaded
+from toolrpc.errors import GenerationCancelled, InvalidParams, Overloaded
 from toolrpc.protocol import Message, ToolCall
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -298,7 +299,14 @@ async def test_the_pool_serves_a_plain_completion_as_an_engine() -> None:
     await pool.aclose()
 
 
-async def test_probes_take_a_refusing_replica_out_at_once_a_slow_one_after_three() -> None:
+def pool_silent_for(pool: UpstreamPool, seconds: float, *hosts: str) -> None:
+    """Make the replicas on `hosts` look as if they had answered nothing for `seconds`."""
+    for replica in pool.replicas.replicas:
+        if httpx.URL(replica.url).host in hosts:
+            replica.last_alive = time.monotonic() - seconds
+
+
+async def test_probes_take_a_refusing_replica_out_at_once_a_slow_one_once_silent() -> None:
     failures = {"a": httpx.ConnectError, "b": httpx.ReadTimeout}
 
     def probe(request: httpx.Request) -> httpx.Response:
@@ -309,14 +317,64 @@ async def test_probes_take_a_refusing_replica_out_at_once_a_slow_one_after_three
 
     pool = pool_with(probe, "http://a", "http://b")
     await pool.check_health()
-    assert [r.is_healthy for r in pool.replica_stats()] == [False, True]
-
     await pool.check_health()
     assert [r.is_healthy for r in pool.replica_stats()] == [False, True]
+
+    pool_silent_for(pool, pool.options.timeout_s, "b")
     await pool.check_health()
     assert [r.is_healthy for r in pool.replica_stats()] == [False, False]
 
     failures.clear()
     await pool.check_health()
     assert [r.is_healthy for r in pool.replica_stats()] == [True, True]
+    await pool.aclose()
+
+
+async def test_a_timed_out_request_on_a_busy_replica_is_retried_and_leaves_it_in() -> None:
+    """A replica that answered recently (it is serving other clients) only queued this request:
+    the request goes elsewhere, the replica stays in service (a single replica would otherwise
+    turn a queue into 503s for everyone)."""
+
+    def a_is_slow(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a":
+            raise httpx.ReadTimeout("no first chunk yet", request=request)
+        return httpx.Response(200, content=sse({"content": "from b"}))
+
+    pool = pool_with(a_is_slow, "http://a", "http://b")
+
+    _, result = await steps.run_step(Chat(UpstreamModel(pool)), message="hi")
+
+    assert result.content == "from b"
+    a, _b = pool.replica_stats()
+    assert (a.is_healthy, a.num_retried, a.last_error) == (
+        True,
+        1,
+        "ReadTimeout: no first chunk yet",
+    )
+    await pool.aclose()
+
+
+async def test_a_timed_out_request_on_a_silent_replica_takes_it_out() -> None:
+    def silent(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("nothing", request=request)
+
+    pool = pool_with(silent, "http://a")
+    pool_silent_for(pool, pool.options.timeout_s, "a")
+
+    with pytest.raises(Overloaded):
+        await steps.run_step(Chat(UpstreamModel(pool)), message="hi")
+
+    assert not pool.replica_stats()[0].is_healthy
+    await pool.aclose()
+
+
+async def test_a_request_past_its_time_limit_is_ended_as_a_timeout() -> None:
+    handler = answering(sse({"content": "one"}, {"content": "two"}), seen=[])
+    options = UpstreamOptions(urls=("http://upstream:8000",), deadline_s=1e-6)
+    pool = UpstreamPool(options, INFO, transport=httpx.MockTransport(handler))
+
+    with pytest.raises(GenerationCancelled, match="time limit"):
+        await steps.run_step(Chat(UpstreamModel(pool)), message="hi")
+
+    assert pool.replica_stats()[0].is_healthy
     await pool.aclose()

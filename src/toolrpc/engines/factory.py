@@ -106,6 +106,7 @@ def _connect_upstreams(settings: Settings) -> Engine:
         urls=tuple(settings.upstream),
         model=settings.model,
         timeout_s=settings.upstream_timeout_s,
+        deadline_s=settings.request_timeout_s,
         health_interval_s=settings.upstream_health_interval_s,
         max_outstanding=max(1, settings.max_queue),  # --max-queue 0: one in flight, none waiting
         context_length=settings.ctx_size,

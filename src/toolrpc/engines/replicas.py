@@ -16,12 +16,15 @@ what toolrpc can know without a tokenizer or a view into the replicas' caches:
   number of conversations ever seen.
 
 A replica is taken out when a request to it fails at the transport level or with a 5xx
-(passive check) or when its health probe fails (active check); only a passing probe takes it
-back. This module holds state and decides; it does no I/O (engines/upstream.py does).
+(passive check) or when its health probe fails (active check); a timeout counts only once the
+replica has been silent (no probe answered, no chunk sent to anyone) for a whole silence limit,
+since a busy server is slow, not dead. Only a passing probe takes it back. This module holds
+state and decides; it does no I/O (engines/upstream.py does).
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -58,8 +61,17 @@ class Replica:
         self.num_failures = 0
         self.num_retried = 0
         self.last_error = ""
-        self.num_slow_probes = 0
-        """Health probes in a row that timed out (engines/upstream.py)."""
+        self.last_alive = time.monotonic()
+        """When the replica last answered anything (a probe, response headers, a chunk): a
+        timeout takes it out only after a whole silence limit without it (engines/upstream.py)."""
+
+    def answered(self) -> None:
+        """Record a sign of life."""
+        self.last_alive = time.monotonic()
+
+    def silent_for(self) -> float:
+        """Seconds since the replica last answered anything."""
+        return time.monotonic() - self.last_alive
 
     def stats(self) -> ReplicaStats:
         """A snapshot of this replica's state."""

@@ -12,10 +12,15 @@ Which replica serves a request is engines/replicas.py's decision. What this modu
   a stream that ends before any chunk) is tried once more on another replica; one that fails
   after its first token cannot be replayed (the client has seen text), so it ends with
   `Overloaded`: the client retries and a healthy replica answers;
-- a transport error, a broken stream or a 502/504 takes the replica out (passive check); a
-  probe of `GET {replica}/models` every `health_interval_s` takes it back or out (active
-  check), which every OpenAI-compatible server answers without generating; a replica busy
-  streaming is not probed;
+- a refused or reset connection, a broken stream or a 502/504 takes the replica out (passive
+  check); a probe of `GET {replica}/models` every `health_interval_s` takes it back or out
+  (active check), which every OpenAI-compatible server answers without generating; a replica
+  busy streaming is not probed;
+- a timeout (a stream silent for `timeout_s`, a probe unanswered) takes the replica out only
+  when it has answered nothing at all for `timeout_s`: a server busy with other clients queues
+  requests and answers probes late (llama-cpp-python's answers `/v1/models` only between
+  generations), and taking the only replica out for that turned a queue into 503s;
+- `deadline_s` (`--request-timeout-s`) bounds a whole request, as it does on a local engine;
 - closing the stream closes the upstream response, so the upstream stops generating too;
 - no replica in service, or all of them at `max_outstanding`: `Overloaded` at once, never a wait.
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +57,7 @@ from toolrpc.engines.openai_stream import (
     token_usage,
 )
 from toolrpc.engines.replicas import Replica, ReplicaSet, ReplicaStats
-from toolrpc.errors import InvalidParams, MethodNotFound, Overloaded
+from toolrpc.errors import GenerationCancelled, InvalidParams, MethodNotFound, Overloaded
 from toolrpc.types import EngineFinishReason, JSONObject
 
 logger = logging.getLogger(__name__)
@@ -65,7 +71,10 @@ class UpstreamOptions:
     model: str | None = None
     """The name the upstreams serve the model under; None: the first of `/v1/models`."""
     timeout_s: float = 60.0
-    """Longest silence between two chunks (and longest wait for the first)."""
+    """Longest silence between two chunks (and longest wait for the first); a replica that
+    answers nothing to anyone for this long is taken out."""
+    deadline_s: float | None = None
+    """Time limit of one request, from its start to its last chunk; None: none."""
     connect_timeout_s: float = 5.0
     health_interval_s: float = 5.0
     max_outstanding: int = 64
@@ -110,13 +119,6 @@ def probe_upstreams(options: UpstreamOptions) -> tuple[EngineInfo, frozenset[str
     length = card.get("max_model_len") or card.get("context_length") or options.context_length
     info = EngineInfo(model_name=str(card["id"]), context_length=int(length))
     return info, frozenset(cards)
-
-
-SLOW_PROBES_TO_TAKE_OUT = 3
-"""Probes in a row that time out before a replica is taken out; a refused connection or an
-error status takes it out at once. A server busy with other clients' requests can be slow to
-answer `/v1/models` (llama-cpp-python's answers it only between generations: 8 queued requests
-kept it over 5 s in benchmarks/upstream.py), which does not make it dead."""
 
 
 class UpstreamPool:
@@ -177,6 +179,9 @@ class UpstreamPool:
         """
         self.start()
         self._counts["requests"] += 1
+        deadline = (
+            None if self.options.deadline_s is None else time.monotonic() + self.options.deadline_s
+        )
         tried: list[Replica] = []
         for _attempt in range(2):
             replica = self.replicas.choose(affinity_key, exclude=tried)
@@ -194,6 +199,11 @@ class UpstreamPool:
                             self.replicas.remember(affinity_key, replica)
                         self._count_usage(chunk)
                         yield chunk
+                        if deadline is not None and time.monotonic() > deadline:
+                            limit = self.options.deadline_s
+                            raise GenerationCancelled(
+                                f"generation ran past the time limit of {limit:g} s"
+                            )
                 return
             except ReplicaFailed as exc:
                 self._failed(replica, exc)
@@ -221,9 +231,11 @@ class UpstreamPool:
         held: list[dict[str, Any]] = []
         try:
             async with self._client.stream("POST", replica.url + path, json=body) as response:
+                replica.answered()
                 if response.status_code != 200:
                     await refuse(response)
                 async for chunk in sse_chunks(response):
+                    replica.answered()
                     held.append(chunk)
                     if carries_output(chunk):
                         for ready in held:
@@ -232,9 +244,17 @@ class UpstreamPool:
             for ready in held:
                 yield ready
         except httpx.HTTPError as exc:
-            raise ReplicaFailed(f"{type(exc).__name__}: {exc}", takes_out=True) from exc
+            reason = f"{type(exc).__name__}: {exc}"
+            raise ReplicaFailed(reason, takes_out=self._is_dead(replica, exc)) from exc
         finally:
             replica.num_outstanding -= 1
+
+    def _is_dead(self, replica: Replica, exc: httpx.HTTPError) -> bool:
+        """Whether `exc` proves `replica` out of service: any failure but a timeout does; a
+        timeout does once the replica has answered nothing for a whole `timeout_s`."""
+        if not isinstance(exc, httpx.TimeoutException):
+            return True
+        return replica.silent_for() >= self.options.timeout_s
 
     def _failed(self, replica: Replica, exc: ReplicaFailed) -> None:
         logger.warning("upstream %s failed: %s", replica.url, exc.reason)
@@ -314,14 +334,11 @@ class UpstreamPool:
             )
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            is_slow = isinstance(exc, httpx.TimeoutException)
-            replica.num_slow_probes = replica.num_slow_probes + 1 if is_slow else 0
-            is_dead = not is_slow or replica.num_slow_probes >= SLOW_PROBES_TO_TAKE_OUT
-            if replica.is_healthy and is_dead:
+            if replica.is_healthy and self._is_dead(replica, exc):
                 logger.warning("upstream %s failed its health check: %r", replica.url, exc)
                 self.replicas.take_out(replica, f"health check: {type(exc).__name__}")
             return
-        replica.num_slow_probes = 0
+        replica.answered()
         if not replica.is_healthy:
             logger.info("upstream %s is back in service", replica.url)
             self.replicas.take_back(replica)
