@@ -26,13 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +38,6 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 MESSAGE = "Write a short paragraph about the history of the bicycle."
-STARTUP_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 300.0
 
 
@@ -52,34 +47,6 @@ class Figures:
 
     requests_per_s: float
     ttft_median_ms: float
-
-
-@contextmanager
-def process(command: list[str], health_url: str, log: Path) -> Iterator[None]:
-    """Run `command` until the block ends; wait (bounded) until `health_url` answers 200."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    with log.open("ab") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _answers(health_url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command[2]} did not start; see {log}")
-            time.sleep(0.2)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, object]) -> float:
@@ -132,6 +99,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.requests, args.tokens = 1, 2, 16
     from toolrpc.engines.default_model import embedded_model_path
+    from toolrpc.testing import running_server, toolrpc_argv
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -144,10 +112,7 @@ def main() -> None:
         "--host", "127.0.0.1", "--port", str(upstream_port), "--n_ctx", "2048",
         "--interrupt_requests", "False", "--verbose", "False",
     ]  # fmt: skip
-    toolrpc = [
-        sys.executable, "-m", "toolrpc", "serve", "--port", str(front_port),
-        "--upstream", f"{upstream}/v1", "--log-level", "warning",
-    ]  # fmt: skip
+    toolrpc = toolrpc_argv(front_port, "--upstream", f"{upstream}/v1", "--log-level", "warning")
     straight_body: dict[str, object] = {
         "model": "m",
         "messages": [{"role": "user", "content": MESSAGE}],
@@ -162,9 +127,10 @@ def main() -> None:
     }
     rows: dict[int, dict[str, list[Figures]]] = {1: {"straight": [], "through": []}}
     rows[8] = {"straight": [], "through": []}
+    env = {"PYTHONPATH": str(ROOT / "src")}  # this checkout's code, whatever is installed
     with (
-        process(llama, f"{upstream}/v1/models", log),
-        process(toolrpc, f"{front}/health", log),
+        running_server(llama, upstream_port, log, ready_path="/v1/models", timeout_s=120),
+        running_server(toolrpc, front_port, log, timeout_s=120, env=env),
     ):
         asyncio.run(load(f"{front}/stream", front_body, 1, 1))  # warm both
         for _round in range(args.rounds):

@@ -1,11 +1,12 @@
 """Real upstream processes on loopback ports for the upstream tests: the scripted fake OpenAI
-server (tests/upstream/fake_openai.py) and llama-cpp-python's own server. Every wait is bounded."""
+server (tests/upstream/fake_openai.py) and llama-cpp-python's own server. They are launched,
+waited for and stopped by `toolrpc.testing`, as every server process of the tests is; every
+wait is bounded."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from toolrpc.testing import free_port
+from toolrpc.testing import ServerProcess, free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,58 +24,44 @@ STARTUP_TIMEOUT_S = 60.0
 POLL_S = 0.05
 
 
-@dataclass
+@dataclass(frozen=True)
 class Upstream:
-    """One upstream process: its base URL (`.../v1`), port, and how it was started."""
+    """One upstream process and the command that started it (to start it again)."""
 
-    url: str
-    port: int
+    server: ServerProcess
     command: list[str]
-    log: Path
-    process: subprocess.Popen[bytes]
 
     @property
-    def root(self) -> str:
-        """The URL without `/v1`."""
-        return self.url.removesuffix("/v1")
+    def url(self) -> str:
+        """The base of its OpenAI routes, `http://127.0.0.1:PORT/v1`."""
+        return f"{self.server.url}/v1"
+
+    @property
+    def log(self) -> Path:
+        """Where its output goes."""
+        return self.server.log_path
 
     def stats(self) -> dict[str, Any]:
         """What a fake server saw (its `GET /stats`)."""
-        stats: dict[str, Any] = httpx.get(f"{self.root}/stats", timeout=5).json()
+        stats: dict[str, Any] = httpx.get(f"{self.server.url}/stats", timeout=5).json()
         return stats
 
     def kill(self) -> None:
         """SIGKILL the process and reap it."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        self.server.process.send_signal(signal.SIGKILL)
+        self.server.process.wait(timeout=10)
 
     def stop(self) -> None:
         """Terminate the process (bounded), killing it if it does not stop."""
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_server(self.server)
 
 
 def _launch(command: list[str], port: int, log: Path, timeout_s: float) -> Upstream:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    upstream = Upstream(f"http://127.0.0.1:{port}/v1", port, command, log, process)
-    wait_until(lambda: _answers(upstream), timeout_s, f"upstream on port {port}: {log}")
-    return upstream
-
-
-def _answers(upstream: Upstream) -> bool:
-    if upstream.process.poll() is not None:
-        raise RuntimeError(f"upstream exited early:\n{upstream.log.read_text()}")
-    try:
-        return httpx.get(f"{upstream.url}/models", timeout=1.0).status_code == 200
-    except httpx.TransportError:
-        return False
+    env = {"PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    server = start_server(
+        command, port, log, ready_path="/v1/models", timeout_s=timeout_s, env=env, cwd=ROOT
+    )
+    return Upstream(server, command)
 
 
 def start_fake(log_dir: Path, name: str, port: int | None = None) -> Upstream:
@@ -86,7 +73,7 @@ def start_fake(log_dir: Path, name: str, port: int | None = None) -> Upstream:
 
 def restart(upstream: Upstream) -> Upstream:
     """Start `upstream`'s command again on the same port."""
-    return _launch(upstream.command, upstream.port, upstream.log, STARTUP_TIMEOUT_S)
+    return _launch(upstream.command, upstream.server.port, upstream.log, STARTUP_TIMEOUT_S)
 
 
 def start_llama_cpp_server(log_dir: Path, model: Path) -> Upstream:
