@@ -9,11 +9,14 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # llama-cpp-python has no wheel on PyPI for Linux: pip compiles llama.cpp from source, the one
 # step that takes minutes; pip caches the wheel, so later installs take seconds. Only what
-# toolrpc loads is built: -DLLAVA_BUILD=OFF skips mtmd, the multimodal (image) library toolrpc
-# never loads; the LLAMA_BUILD_* switches keep llama.cpp's tests, examples, tools and HTTP
-# server out (off already when llama.cpp is a subproject; said here so a newer llama.cpp cannot
-# bring them back); every core compiles at once. Measure clone -> first answer with
-#   pip cache remove llama_cpp_python; time ./scripts/serve   (until "serving on")
+# toolrpc loads is built (llama.cpp's own library and ggml): -DLLAVA_BUILD=OFF skips mtmd, the
+# multimodal (image) library; scripts/llama_cpp_slim.cmake turns off llama.cpp's common library,
+# which llama-cpp-python forces on for mtmd alone and which was over half of the compile (394 of
+# 812 CPU-seconds, plus 40 for its HTTP library); the LLAMA_BUILD_* switches keep tests,
+# examples, tools and the HTTP server out (off already when llama.cpp is a subproject; said here
+# so a newer llama.cpp cannot bring them back); every core compiles at once. CMAKE_ARGS of your
+# own (e.g. -DGGML_CUDA=on) are added after these. Measure clone -> first answer with an empty
+# pip cache: PIP_CACHE_DIR=$(mktemp -d) ./scripts/serve   (until "serving on")
 if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   LLAMA_CPP_PYTHON=$(grep -o '"llama-cpp-python==[^"]*"' pyproject.toml | tr -d '"')
   echo "toolrpc: installing ${LLAMA_CPP_PYTHON}, the llama.cpp bindings that run the model."
@@ -21,7 +24,8 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   started=$SECONDS
   SLIM="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
   SLIM="$SLIM -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"
-  CMAKE_ARGS="${CMAKE_ARGS:-$SLIM}" \
+  SLIM="$SLIM -DCMAKE_PROJECT_llama.cpp_INCLUDE=$PWD/scripts/llama_cpp_slim.cmake"
+  CMAKE_ARGS="$SLIM ${CMAKE_ARGS:-}" \
     CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}" \
     .venv/bin/python -m pip install --progress-bar on "${LLAMA_CPP_PYTHON}"
   echo "toolrpc: llama-cpp-python ready after $((SECONDS - started)) s"
