@@ -53,8 +53,12 @@ def free_port() -> int:
 
 
 def ensure_port_free(port: int) -> None:
-    """Raise `RuntimeError` when something already listens on the loopback `port`."""
+    """Raise `RuntimeError` when something already listens on the loopback `port`.
+
+    With SO_REUSEADDR, as uvicorn binds: connections of a server that just died (TIME_WAIT) do
+    not make the port busy for the server restarted on it."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError as exc:
