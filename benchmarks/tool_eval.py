@@ -221,8 +221,9 @@ def toolrpc_binary() -> str:
 @contextlib.contextmanager
 def running_server(argv: list[str], port: int, log_path: Path) -> Iterator[Server]:
     """Start `toolrpc serve`, wait for `/health` 200, and always terminate it."""
+    env = {"PYTHONPATH": str(ROOT / "src")}  # this checkout's code, whatever is installed
     with testing.running_server(
-        argv, port, log_path, timeout_s=STARTUP_DEADLINE_S, cwd=ROOT
+        argv, port, log_path, timeout_s=STARTUP_DEADLINE_S, cwd=ROOT, env=env
     ) as started:
         yield Server(started, log_offset=log_path.stat().st_size)
 

@@ -132,7 +132,7 @@ def test_flags_win_over_environment_variables_which_win_over_defaults(
     assert cli.main(["serve", "--port", "9001", "--no-ground-arguments"]) == 0
 
     [settings] = served
-    assert (settings.port, settings.parallel, settings.ctx_size) == (9001, 2, Settings().ctx_size)
+    assert (settings.port, settings.parallel, settings.ctx_size) == (9001, 2, None)
     assert settings.model == "Qwen/Qwen2.5-0.5B-Instruct"
     assert settings.ground_arguments is False
 

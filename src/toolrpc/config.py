@@ -30,24 +30,28 @@ EngineKind = Literal["auto", "llama.cpp", "hf", "fake"]
 ServedEngineKind = Literal["llama.cpp", "hf", "fake", "upstream"]
 ToolCallFormat = Literal["auto", "hermes", "llama3", "mistral", "json"]
 
-MANY_USERS_KV_MEMORY_MIB = 192
-"""The KV budget of the many-users profile (`--kv-memory-mib 192 --kv-type q8_0 --ctx-size 2048`,
-README "Many users on a small machine"): 8 conversations of 2,048 tokens at q8_0 (12,240 bytes a
-token on the embedded SmolLM2-135M: 23.9 MiB each, 191 MiB in all), so that 8 clients at once
-each get a slot (at the old defaults, 4 slots of 4,096 tokens at f16, half of them queued) in
-less memory: the old KV took 360 MiB and the server 557 MB resident after a serving run; the
-model alone is 151 MB resident, and the compute buffers ~100 MB. 2,048 tokens hold the serving
-benchmark's longest prompt (2,023 tokens) and a ~1,000-token tool conversation; `--ctx-size
-4096` with the same budget gives 4 slots. Quality at q8_0 (keys and values): of six short greedy
-answers (64 tokens) three were identical to f16's and three differed after some words, none
-worse ("the first five primes": right at q8_0, a count at f16); batched still equals alone
-(tests/engines/test_llama_cpp.py). `benchmarks/tool_eval.py` has not been run at q8_0 yet, nor
-the latency targets of `benchmarks/serving.py` on a quiet machine: until they are, the defaults
-stay the measured ones (4 slots of 4,096 tokens at f16, a fixed 32-token prefill beside running
-streams) and this profile is opt-in."""
-
-DEFAULT_SLOTS = 4
+DEFAULT_SLOTS = 8
 """Slots of the llama.cpp engine when neither `--parallel` nor `--kv-memory-mib` is given."""
+
+DEFAULT_CTX_SIZE = 2048
+"""Tokens of one conversation on the llama.cpp engine when `--ctx-size` is not given.
+
+The llama.cpp defaults (8 slots of 2,048 tokens, q8_0 keys and values, a 200 ms inter-token
+target) serve 8 clients at once in less memory than 4 slots of 4,096 tokens at f16, the defaults
+before (README "KV memory"; figures in benchmarks/README.md): llama.cpp
+reserves every slot's KV at start (`kv_unified` off keeps batched greedy output equal to a
+sequence alone, engines/llama_cpp.py), so slots x context is the memory, whatever the
+conversations use. On the embedded SmolLM2-135M a token of q8_0 KV is 12,240 bytes: 8 x 2,048
+tokens are 191 MiB, where 4 x 4,096 at f16 were 360 MiB; the model alone is 151 MB resident and
+the compute buffers ~100 MB. 2,048 tokens hold the serving benchmark's longest prompt (2,023
+tokens) and a ~1,000-token tool conversation; `--ctx-size 4096` doubles the KV (or, with
+`--kv-memory-mib 192`, halves the slots). Quality at q8_0: of six short greedy answers three were
+identical to f16's and three differed after some words, none worse; batched still equals alone
+(tests/engines/test_llama_cpp.py); `benchmarks/tool_eval.py` in benchmarks/README.md."""
+
+DEFAULT_GROWING_CTX_SIZE = 4096
+"""`--ctx-size` of the engines whose cache grows with use (transformers), and the context length
+reported for an upstream whose `/v1/models` does not say."""
 
 DEFAULT_HF_SLOTS = 4
 """Slots of the transformers engine when `--parallel` is not given (its cache grows with use)."""
@@ -181,13 +185,15 @@ class Settings(BaseSettings):
         description="hf engine: run the model repository's own Python code",
         json_schema_extra=flag("model"),
     )
-    ctx_size: Annotated[int, Field(ge=256)] = Field(
-        4096,
-        description="context window of one conversation, in tokens",
+    ctx_size: Annotated[int, Field(ge=256)] | None = Field(
+        None,
+        description="context window of one conversation, in tokens (default: "
+        f"{DEFAULT_CTX_SIZE} on llama.cpp, whose KV is reserved per slot at start; "
+        f"{DEFAULT_GROWING_CTX_SIZE} otherwise)",
         json_schema_extra=flag("model"),
     )
     kv_type: KvCacheType = Field(
-        "f16",
+        "q8_0",
         description="llama.cpp: KV cache storage, q8_0 (half the memory a token of f16; flash "
         "attention on) or f16",
         json_schema_extra=flag("model"),
@@ -217,19 +223,18 @@ class Settings(BaseSettings):
         json_schema_extra=flag("batching"),
     )
     max_token_gap_ms: Annotated[float, Field(gt=0)] | None = Field(
-        # 200 is the value scheduling/scheduler.py's docstring derives (a step within 200 ms
-        # kept the largest gap of a stream under 0.3 s beside a 2,000-token prompt); off by
-        # default until the serving benchmark confirms it on a quiet machine.
-        None,
+        # 200: scheduling/scheduler.py's docstring derives it, benchmarks/README.md measures it
+        # (a stream's largest gap beside a 2,000-token prompt within 0.3 s).
+        200.0,
         description="inter-token target of a running stream: prompt chunks beside it are sized "
-        "so a step stays within it, by the measured cost of a step (e.g. 200; default: off, "
-        "--prefill-chunk alone)",
+        "so a step stays within it, by the measured cost of a step",
         json_schema_extra=flag("batching", "MS"),
     )
     prefill_chunk: Annotated[int, Field(ge=MIN_PREFILL_CHUNK)] | None = Field(
-        32,
+        None,
         description="at most this many prompt tokens per step while other conversations are "
-        "generating (smaller: smoother streams, slower admission of long prompts)",
+        "generating, whatever --max-token-gap-ms allows (default: no cap; 32 was the fixed "
+        "budget before the gap target)",
         json_schema_extra=flag("batching"),
     )
     reuse_generated_kv: bool = Field(
@@ -334,6 +339,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @property
+    def context_length(self) -> int:
+        """Tokens of one conversation: `--ctx-size`, or the engine's default (`DEFAULT_CTX_SIZE`
+        on llama.cpp, which reserves KV per slot; `DEFAULT_GROWING_CTX_SIZE` otherwise)."""
+        if self.ctx_size is not None:
+            return self.ctx_size
+        if self.engine_kind == "llama.cpp":
+            return DEFAULT_CTX_SIZE
+        return DEFAULT_GROWING_CTX_SIZE
 
     @property
     def engine_kind(self) -> ServedEngineKind:

@@ -58,6 +58,22 @@ def test_decode_only_calls_leave_the_prompt_cost_at_the_prior() -> None:
     assert cost.per_prompt_token_s == pytest.approx(DEFAULT_STEP_COST.per_prompt_token_s)
 
 
+def test_decode_only_calls_do_not_wash_out_a_measured_prompt_cost() -> None:
+    """A stream decoding alone for a while, then a long prompt: its first chunk is sized by the
+    prompt cost measured before, not by the prior's (serving.py's 0.74 s gap)."""
+    estimator = StepCostEstimator()
+    slow_prompts = StepCost(fixed_s=0.005, per_decode_row_s=0.008, per_prompt_token_s=0.010)
+    feed(estimator, slow_prompts, 100)
+
+    for _ in range(300):
+        seconds = slow_prompts.seconds(1, 0)
+        estimator.observe(num_steps=1, num_decode_rows=1, num_prompt_tokens=0, seconds=seconds)
+
+    cost = estimator.cost()
+    assert cost.per_prompt_token_s == pytest.approx(0.010, rel=0.05)
+    assert cost.seconds(1, 0) == pytest.approx(slow_prompts.seconds(1, 0), rel=0.05)
+
+
 def test_a_free_step_still_gives_a_finite_budget() -> None:
     estimator = StepCostEstimator()
     for _ in range(300):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from toolrpc.config import MANY_USERS_KV_MEMORY_MIB, Settings
+from toolrpc.config import DEFAULT_SLOTS, Settings
 from toolrpc.scheduling.kv_memory import KvShape, slots_within
 
 SMOLLM2_135M = KvShape(num_layers=30, num_kv_heads=3, key_head_dim=64, value_head_dim=64)
@@ -35,22 +35,28 @@ def test_an_unknown_kv_type_is_refused() -> None:
     assert error_types(exc) == ["literal_error"]
 
 
-def test_the_many_users_profile_holds_eight_conversations_in_192_mib() -> None:
-    settings = Settings(kv_memory_mib=MANY_USERS_KV_MEMORY_MIB, kv_type="q8_0", ctx_size=2048)
-    per_token = SMOLLM2_135M.bytes_per_token(settings.kv_type)
-    assert settings.kv_memory_mib is not None
-
-    slots = slots_within(settings.kv_memory_mib * 2**20, settings.ctx_size, per_token)
-
-    assert (settings.parallel, slots) == (None, 8)
-
-
-def test_the_defaults_are_four_slots_of_4096_tokens_at_f16() -> None:
+def test_the_defaults_are_eight_slots_of_2048_tokens_at_q8_0_in_192_mib_of_kv() -> None:
+    """On the embedded model, 8 conversations at once in about half the KV of the defaults
+    before (4 slots of 4,096 tokens at f16: 360 MiB)."""
     settings = Settings()
+    per_token = SMOLLM2_135M.bytes_per_token(settings.kv_type)
 
-    assert (settings.parallel, settings.kv_memory_mib) == (None, None)
-    assert (settings.ctx_size, settings.kv_type, settings.prefill_chunk) == (4096, "f16", 32)
-    assert settings.max_token_gap_ms is None
+    kv_bytes = DEFAULT_SLOTS * settings.context_length * per_token
+    before = 4 * 4096 * SMOLLM2_135M.bytes_per_token("f16")
+
+    assert (DEFAULT_SLOTS, settings.context_length, settings.kv_type) == (8, 2048, "q8_0")
+    assert (settings.parallel, settings.kv_memory_mib, settings.prefill_chunk) == (None, None, None)
+    assert settings.max_token_gap_ms == 200
+    assert kv_bytes <= 192 * 2**20
+    assert slots_within(192 * 2**20, settings.context_length, per_token) == DEFAULT_SLOTS
+    assert kv_bytes < 0.55 * before
+
+
+def test_the_context_default_is_the_engines() -> None:
+    assert Settings().context_length == 2048
+    assert Settings(model="org/model").context_length == 4096  # transformers: grows with use
+    assert Settings(engine="fake").context_length == 4096
+    assert Settings(ctx_size=4096).context_length == 4096
 
 
 def test_a_budget_holds_whole_slots_only_and_at_most_the_cap() -> None:

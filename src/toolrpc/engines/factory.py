@@ -31,7 +31,7 @@ def load_engine(settings: Settings) -> Engine:
     if kind == "fake":
         from toolrpc.engines.fake import FakeEngine
 
-        return FakeEngine(context_length=settings.ctx_size)
+        return FakeEngine(context_length=settings.context_length)
     gap_ms = settings.max_token_gap_ms
     loop_config = LoopConfig(
         token_budget=settings.batch_tokens,
@@ -59,7 +59,7 @@ def _load_gguf(settings: Settings, loop_config: LoopConfig) -> Engine:
     logger.info("loading GGUF model %s with llama.cpp", path)
     options = LlamaCppOptions(
         model_path=path,
-        context_length=settings.ctx_size,
+        context_length=settings.context_length,
         num_slots=settings.parallel or (None if settings.kv_memory_mib else DEFAULT_SLOTS),
         kv_memory_bytes=settings.kv_memory_mib and settings.kv_memory_mib * 2**20,
         max_batch_tokens=settings.batch_tokens,
@@ -85,7 +85,7 @@ def _load_hf(settings: Settings, loop_config: LoopConfig) -> Engine:
     logger.info("loading %s with transformers", settings.model)
     options = HfOptions(
         model=settings.model,
-        context_length=settings.ctx_size,
+        context_length=settings.context_length,
         num_slots=settings.parallel or DEFAULT_HF_SLOTS,
         device=settings.device,
         dtype=settings.dtype,
@@ -109,7 +109,7 @@ def _connect_upstreams(settings: Settings) -> Engine:
         deadline_s=settings.request_timeout_s,
         health_interval_s=settings.upstream_health_interval_s,
         max_outstanding=max(1, settings.max_queue),  # --max-queue 0: one in flight, none waiting
-        context_length=settings.ctx_size,
+        context_length=settings.context_length,
     )
     info, reachable = probe_upstreams(options)
     logger.info(

@@ -50,8 +50,13 @@ DEFAULT_STEP_COST = StepCost(fixed_s=0.005, per_decode_row_s=0.005, per_prompt_t
 """The prior: the embedded model on two cores (module docstring)."""
 
 DECAY = 0.95
-"""Weight kept by past observations at each new one: the estimate follows the last ~20 calls
-(a long prompt's later chunks, which attend over more cells, cost more than its first)."""
+"""Weight kept by past observations at each new call that holds prompt tokens: the estimate
+follows the last ~20 such calls (a long prompt's later chunks, which attend over more cells,
+cost more than its first). A call of decodes alone forgets nothing: it says nothing of what a
+prompt token costs, and a stream decoding for a while must not wash the measured prompt cost
+back to the prior. That happened: in benchmarks/serving.py a 2,000-token prompt arrived after
+32 decode-only steps, when the estimate was back at the prior's 4 ms a token while a token
+took ~10 ms (q8_0 KV, a slower CPU that hour), and its first chunk held the stream 0.74 s."""
 
 PRIOR_WEIGHT = 0.05
 """Weight of each of the prior's three pseudo-observations, never decayed: they keep the
@@ -88,13 +93,18 @@ class StepCostEstimator:
         """
         if num_steps < 1 or num_decode_rows < 0 or num_prompt_tokens < 0 or seconds < 0:
             raise ValueError("a runner call has at least one step and no negative counts")
+        if num_prompt_tokens > 0:
+            self._forget()
+        self._add((float(num_steps), float(num_decode_rows), float(num_prompt_tokens)), seconds)
+        self.num_observed += 1
+
+    def _forget(self) -> None:
+        """Decay every past observation by `DECAY` (the prior's stay as they are)."""
         for i in range(3):
             self._xy[i] = DECAY * (self._xy[i] - self._prior_xy[i]) + self._prior_xy[i]
             for j in range(3):
                 past = self._xx[i][j] - self._prior_xx[i][j]
                 self._xx[i][j] = DECAY * past + self._prior_xx[i][j]
-        self._add((float(num_steps), float(num_decode_rows), float(num_prompt_tokens)), seconds)
-        self.num_observed += 1
 
     def cost(self) -> StepCost:
         """The current estimate (each part at least 0; a prompt token at least a microsecond)."""
