@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from tests.e2e.conftest import RunningServer, start_server, stop_server
 from tests.upstream.processes import ROOT, Upstream, restart, start_fake, wait_until
@@ -130,6 +131,40 @@ def test_a_forced_call_through_the_upstream_is_validated_and_returned(
     bodies = [upstream.stats()["last_body"] or {} for upstream in replicas]
     sent = next(body for body in bodies if "tools" in body)
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+
+
+def test_the_openai_sdk_gets_answers_and_streamed_calls_through_the_front(
+    front: RunningServer,
+) -> None:
+    """`/v1` in front of the replicas: the official SDK, unchanged (a plain answer, and a
+    forced call streamed as OpenAI's fragments, reassembled and validated)."""
+    client = OpenAI(base_url=f"{front.url}/v1", api_key="unused", timeout=WAIT_S, max_retries=0)
+    model = client.models.list().data[0].id
+
+    plain = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hello there"}]
+    )
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": 'call get_weather {"city": "Oslo"}'}],
+        tools=[{"type": "function", "function": WEATHER}],  # type: ignore[list-item]
+        tool_choice="required",
+        stream=True,
+    )
+    chunks = list(stream)
+
+    assert model == "fake-model"
+    assert (plain.choices[0].message.content or "").startswith("replica ")
+    fragments = [
+        call.function.arguments or ""
+        for chunk in chunks
+        for choice in chunk.choices
+        for call in choice.delta.tool_calls or []
+        if call.function is not None
+    ]
+    assert json.loads("".join(fragments)) == {"city": "Oslo"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert not any(choice.delta.content for chunk in chunks for choice in chunk.choices)
 
 
 def test_closing_the_client_stream_closes_the_upstream_stream(
