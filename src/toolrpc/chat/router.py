@@ -69,10 +69,13 @@ tools only, and the answer is compared with the noisy channel). With the 10 tool
 evaluation set a request that is answered scores 10-11 prompts (it was 15), one that calls a
 tool 14-15. Prompts run concurrently, one KV slot each; the scheduler (scheduling/scheduler.py)
 reuses a prefix only within the slot that holds it, so an option's task prefix, identical across
-requests, stays cached only while `--parallel` leaves a slot per option: at the default 4 slots
-every prompt is prefilled whole (~350 tokens for an answered request on the evaluation set),
-at 16 slots only its request part. Keeping those prefixes at 4 slots needs KV shared across
-slots (a prefix pool copied into a slot, llama.cpp `seq_cp`), a scheduler change.
+requests, stays cached only while `--parallel` leaves a slot per option: at 4 or 8 slots (8 is
+the default) every prompt is prefilled whole (~350 tokens for an answered request on the
+evaluation set), at 16 slots only its request part. Keeping those prefixes at fewer slots
+needs KV for them beyond the slots: llama.cpp gives every sequence a whole slot's KV (`kv_unified`
+off), so a pool of option prefixes would cost a slot each; a small second context for scoring
+only (short prompts: a few hundred tokens a sequence), stepped by the same loop, would hold
+them for a few MiB.
 """
 
 from __future__ import annotations
