@@ -683,9 +683,35 @@ def test_a_burst_beside_a_stream_is_admitted_in_as_few_steps_as_the_gap_target_a
         num_slots=8, token_budget=512, max_waiting=8, prefill_budget_while_decoding=32
     )
 
-    # 280 prompt tokens; beside 1, 3, 5 decodes a 0.2 s step holds 90, 80, 70 of them.
-    assert steps_to_admit_a_burst(by_target) == 4
+    # 280 prompt tokens, 7 requests awaiting their first token beside 1 stream: the target
+    # yields and one step prefills them all; a fixed cap of 32 still feeds 32 a step.
+    assert steps_to_admit_a_burst(by_target) == 1
     assert steps_to_admit_a_burst(fixed) == 9
+
+
+def test_the_gap_target_yields_only_to_more_awaiting_requests_than_running_streams() -> None:
+    scheduler = Scheduler(num_slots=8, token_budget=512, max_waiting=8, max_token_gap_s=0.2)
+    bounded = scheduler.prefill_budget(2, GAP_COST)
+
+    assert bounded == 85  # (0.2 - 0.01 - 2 x 0.01) / 0.002
+    assert scheduler.prefill_budget(2, GAP_COST, num_awaiting_first=2) == bounded
+    assert scheduler.prefill_budget(2, GAP_COST, num_awaiting_first=3) == 512
+
+
+def test_scoring_prompts_beside_a_stream_stay_within_the_gap_target() -> None:
+    scheduler = Scheduler(num_slots=8, token_budget=512, max_waiting=8, max_token_gap_s=0.2)
+    stream = make_seq(0, 4)
+    scheduler.add(stream)
+    complete_step(scheduler, list(scheduler.schedule(step_cost=GAP_COST).chunks))
+    for i in range(1, 6):
+        scoring = make_seq(i, 60)
+        scoring.score_from = 50
+        scheduler.add(scoring)
+
+    chunks = list(scheduler.schedule(step_cost=GAP_COST).chunks)
+
+    prompt_tokens = sum(len(c.token_ids) for c in chunks if c.seq is not stream)
+    assert GAP_COST.seconds(1, prompt_tokens) <= 0.2 + 1e-9
 
 
 def test_a_fixed_prefill_cap_still_bounds_the_latency_budget() -> None:
@@ -708,7 +734,9 @@ def test_when_decodes_alone_fill_the_target_a_prompt_still_gets_the_floor() -> N
 
 
 def test_a_burst_takes_every_free_slot_at_once_though_the_budget_prefills_only_some() -> None:
-    scheduler = Scheduler(num_slots=8, token_budget=512, max_waiting=8, max_token_gap_s=0.2)
+    scheduler = Scheduler(
+        num_slots=8, token_budget=512, max_waiting=8, prefill_budget_while_decoding=32
+    )
     first = make_seq(0, 40)
     scheduler.add(first)
     complete_step(scheduler, list(scheduler.schedule(step_cost=GAP_COST).chunks))

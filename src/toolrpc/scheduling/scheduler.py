@@ -22,6 +22,13 @@ Pure and synchronous: no model, no asyncio, no clock. Each step
    work: llama.cpp's threads spin at barriers, and steps measured at load 10 took seconds), a
    prompt still gets `PREFILL_FLOOR` tokens a step, the fixed budget of before, so admission
    goes on as it did then instead of crawling at a few tokens a step.
+   The target yields when more requests in their slots await their first token than streams
+   await their next (a burst beside a stream or two): the step then prefills as much as the
+   token budget holds, delaying the few running streams' next token once so that the many
+   get their first (benchmarks/serving.py's burst of eight, on a slow day: p95 3.2 s with the
+   target binding, 2.3 s with it yielding, against 1.6-1.8 s for the eight one by one). A
+   long prompt beside one stream, or the router's scoring prompts (they await no token a
+   person reads), never lift it.
    The server's default target is 200 ms: a stream's largest gap is a step plus the hand-offs
    (runner thread, event loop, HTTP write), and steps the cost model puts at ~0.2 s (32-token
    chunks late in a 2,000-token prompt) gave largest gaps of 0.21-0.25 s. By the prior costs
@@ -220,15 +227,21 @@ class Scheduler:
         room = min(chunk.seq.max_new_tokens - chunk.seq.num_output for chunk in chunks)
         return max(1, min(MULTI_STEP_TOKENS // len(chunks), room))
 
-    def prefill_budget(self, num_decode_rows: int, step_cost: StepCost | None) -> int:
+    def prefill_budget(
+        self, num_decode_rows: int, step_cost: StepCost | None, num_awaiting_first: int = 0
+    ) -> int:
         """Prompt tokens a step beside `num_decode_rows` decodes may hold, before the step's
         token budget: the cap, and what keeps the step within `max_token_gap_s` by `step_cost`
-        (at least `PREFILL_FLOOR`); unlimited (the token budget) when nothing decodes."""
+        (at least `PREFILL_FLOOR`) unless more requests await their first token
+        (`num_awaiting_first`) than streams await their next (module docstring); unlimited (the
+        token budget) when nothing decodes."""
         if num_decode_rows == 0:
             return self.token_budget
         budget = self.token_budget
         if self.prefill_budget_while_decoding is not None:
             budget = min(budget, self.prefill_budget_while_decoding)
+        if num_awaiting_first > num_decode_rows:
+            return budget
         if self.max_token_gap_s is not None and step_cost is not None:
             within = step_cost.prompt_tokens_within(self.max_token_gap_s, num_decode_rows)
             budget = min(budget, max(PREFILL_FLOOR, within))
@@ -247,9 +260,12 @@ class Scheduler:
             if not seq.is_prefill and budget > 0:
                 chunks.append(self._chunk(seq, 1))
                 budget -= 1
-        prefill = min(budget, self.prefill_budget(len(chunks), step_cost))
         while self.waiting and self.num_slots_free > 0:
             self._admit(self.waiting.popleft())
+        awaiting = sum(
+            seq.is_prefill and not seq.is_scoring and not seq.is_background for seq in self.running
+        )
+        prefill = min(budget, self.prefill_budget(len(chunks), step_cost, awaiting))
         for seq in self.running:
             if seq.is_prefill and prefill >= min(MIN_FINAL_CHUNK, self._left(seq)):
                 allowed = min(prefill, self._background_chunk) if seq.is_background else prefill
