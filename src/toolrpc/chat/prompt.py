@@ -13,7 +13,13 @@ Tools reach the model in one of two ways, chosen by `ChatTemplate.renders_tools`
   its answer; given the plain line, it answered from the result ("The weather in Paris is sunny.").
 
 Past calls and results are rendered even when no tools are offered this time (the loop guard's
-final answer), so the model sees what happened; only the tool list is left out.
+final answer), so the model sees what happened; only the tool list is left out. Without tools a
+past call is written in plain words ("(I called get_weather with {...}.)"), which the model
+sometimes imitates. Tried and not kept (2026-12-02): leaving such calls out and folding their
+results into the user's message. On the 10 follow-ups of benchmarks/tool_eval_cases.json sent
+with `tool_choice: "none"` (greedy, 96 tokens), no answer copied the call's wording (before: 1
+copied it and 4 more answered in its "(I ...)" form), but 6 answers used a value of the result
+instead of 8 (347 x 29 lost its 10063; a translation was garbled).
 
 The system prompt is the history's first message (chat/turn.py `with_system` puts a request's
 `system` there).
