@@ -698,6 +698,22 @@ def test_the_gap_target_yields_only_to_more_awaiting_requests_than_running_strea
     assert scheduler.prefill_budget(2, GAP_COST, num_awaiting_first=3) == 512
 
 
+def test_long_prompts_that_do_not_fit_in_one_step_never_lift_the_gap_target() -> None:
+    """Three 400-token prompts beside one stream: lifting the target would stall the stream
+    for several full steps, so every step stays within it."""
+    scheduler = Scheduler(num_slots=8, token_budget=512, max_waiting=8, max_token_gap_s=0.2)
+    stream = make_seq(0, 4)
+    scheduler.add(stream)
+    complete_step(scheduler, list(scheduler.schedule(step_cost=GAP_COST).chunks))
+    for i in range(1, 4):
+        scheduler.add(make_seq(i, 400))
+
+    chunks = list(scheduler.schedule(step_cost=GAP_COST).chunks)
+
+    prompt_tokens = sum(len(c.token_ids) for c in chunks if c.seq is not stream)
+    assert prompt_tokens > 0 and GAP_COST.seconds(1, prompt_tokens) <= 0.2 + 1e-9
+
+
 def test_scoring_prompts_beside_a_stream_stay_within_the_gap_target() -> None:
     scheduler = Scheduler(num_slots=8, token_budget=512, max_waiting=8, max_token_gap_s=0.2)
     stream = make_seq(0, 4)
