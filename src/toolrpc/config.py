@@ -36,21 +36,13 @@ DEFAULT_SLOTS = 8
 DEFAULT_CTX_SIZE = 2048
 """Tokens of one conversation on the llama.cpp engine when `--ctx-size` is not given.
 
-The llama.cpp defaults (8 slots of 2,048 tokens at f16, prompt chunks sized by a 200 ms
-inter-token target) serve 8 clients at once in the memory the defaults before took for 4 (4
-slots of 4,096 tokens, 360 MiB of KV on the embedded SmolLM2-135M): llama.cpp reserves every
-slot's KV at start (`kv_unified` off keeps batched greedy output equal to a sequence alone,
-engines/llama_cpp.py), so slots x context is the memory, whatever the conversations use. 2,048
-tokens hold the serving benchmark's longest prompt (2,023 tokens) and a ~1,000-token tool
-conversation; `--ctx-size 4096 --parallel 4` is the old shape.
-
-Not the default, measured (benchmarks/README.md): q8_0 keys and values halve the KV (8 x 2,048
-tokens in 191 MiB, 413 MiB resident after a serving run instead of ~600), but llama.cpp needs
-flash attention for a quantized V cache, and on this CPU its cost grows with the position: a
-20-token chunk took 143 ms at position 0 and 290-374 ms past 1,000 (f16 without flash
-attention: 126-220 ms), so a 2,023-token prompt took 27 s instead of 15 s and a stream beside it
-stalled 0.64-0.74 s. `--kv-type q8_0` is the choice where memory matters more than long
-prompts."""
+With `DEFAULT_SLOTS` and f16 KV this serves 8 clients at once in the KV memory the defaults
+before took for 4 (4 slots of 4,096 tokens): llama.cpp reserves every slot's KV at start
+(`kv_unified` off keeps batched greedy output equal to a sequence alone, engines/llama_cpp.py),
+so slots x context is the memory, whatever the conversations use. 2,048 tokens hold the serving
+benchmark's longest prompt (2,023 tokens); `--ctx-size 4096 --parallel 4` is the old shape.
+q8_0 KV would halve the memory but is not the default: on a CPU the flash attention it needs
+slows long prompts (figures in benchmarks/README.md, issue 17)."""
 
 DEFAULT_GROWING_CTX_SIZE = 4096
 """`--ctx-size` of the engines whose cache grows with use (transformers), and the context length

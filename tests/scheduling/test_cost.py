@@ -60,7 +60,7 @@ def test_decode_only_calls_leave_the_prompt_cost_at_the_prior() -> None:
 
 def test_decode_only_calls_do_not_wash_out_a_measured_prompt_cost() -> None:
     """A stream decoding alone for a while, then a long prompt: its first chunk is sized by the
-    prompt cost measured before, not by the prior's (serving.py's 0.74 s gap)."""
+    prompt cost measured before, not by the prior's."""
     estimator = StepCostEstimator()
     slow_prompts = StepCost(fixed_s=0.005, per_decode_row_s=0.008, per_prompt_token_s=0.010)
     feed(estimator, slow_prompts, 100)

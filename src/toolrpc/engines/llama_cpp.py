@@ -13,9 +13,8 @@ Deliberate settings (both change greedy output, so they are fixed everywhere, be
   llama.cpp refuses a quantized V cache without it ("Failed to create llama_context"), and
   keys alone at q8_0 save a third of what both save (`toolrpc.scheduling.kv_memory`). Batched
   greedy output equals single-sequence output with q8_0 too (tests/engines/test_llama_cpp.py).
-  On a CPU, flash attention's cost grows with the position in the prompt (a 20-token chunk:
-  143 ms at position 0, 374 ms at 1,980; f16 without it 126-220 ms; benchmarks/README.md), so
-  q8_0 is opt-in: the default is f16.
+  Flash attention's cost on a CPU grows with the position in the prompt (benchmarks/README.md),
+  so f16 is the default.
 
 Grammars: a JSON Schema is compiled to GBNF by llama-cpp-python's `json_schema_to_gbnf`, and
 enforced by a grammar sampler first in the sequence's sampler chain.

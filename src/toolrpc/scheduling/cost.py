@@ -53,10 +53,10 @@ DECAY = 0.95
 """Weight kept by past observations at each new call that holds prompt tokens: the estimate
 follows the last ~20 such calls (a long prompt's later chunks, which attend over more cells,
 cost more than its first). A call of decodes alone forgets nothing: it says nothing of what a
-prompt token costs, and a stream decoding for a while must not wash the measured prompt cost
-back to the prior. That happened: in benchmarks/serving.py a 2,000-token prompt arrived after
-32 decode-only steps, when the estimate was back at the prior's 4 ms a token while a token
-took ~10 ms (q8_0 KV, a slower CPU that hour), and its first chunk held the stream 0.74 s."""
+prompt token costs, so a stream decoding for a while no longer washes the measured prompt cost
+back to the prior. (This was suspected of a 0.74 s stall beside a 2,000-token prompt at q8_0 in
+benchmarks/serving.py; with it the stall was still 0.64 s: the cause was flash attention's cost
+growing with the position, which this linear model does not have; benchmarks/README.md.)"""
 
 PRIOR_WEIGHT = 0.05
 """Weight of each of the prior's three pseudo-observations, never decayed: they keep the

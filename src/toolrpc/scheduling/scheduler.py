@@ -25,11 +25,9 @@ Pure and synchronous: no model, no asyncio, no clock. Each step
    The target yields when more requests in their slots await their first token than streams
    await their next (a burst beside a stream or two) and their prompts all fit in this step:
    the step prefills them at once, delaying the few running streams' next token once (by one
-   step of at most the token budget) so that the many get their first (benchmarks/serving.py's
-   burst of eight, on a slow day: p95 3.2 s with the target binding, 2.3 s with it yielding,
-   against 1.6-1.8 s for the eight one by one). Long prompts that need more than one step, a
-   long prompt beside one stream, or the router's scoring prompts (they await no token a
-   person reads) never lift it.
+   step of at most the token budget) so that the many get their first (benchmarks/README.md,
+   issue 17). Long prompts that need more than one step, a long prompt beside one stream, or
+   the router's scoring prompts (they await no token a person reads) never lift it.
    The server's default target is 200 ms: a stream's largest gap is a step plus the hand-offs
    (runner thread, event loop, HTTP write), and steps the cost model puts at ~0.2 s (32-token
    chunks late in a 2,000-token prompt) gave largest gaps of 0.21-0.25 s. By the prior costs
@@ -263,19 +261,23 @@ class Scheduler:
                 budget -= 1
         while self.waiting and self.num_slots_free > 0:
             self._admit(self.waiting.popleft())
-        awaiting = [
-            seq
-            for seq in self.running
-            if seq.is_prefill and not seq.is_scoring and not seq.is_background
-        ]
-        fits = sum(self._left(seq) for seq in awaiting) <= budget
-        prefill = min(budget, self.prefill_budget(len(chunks), step_cost, len(awaiting) * fits))
+        prefill = min(budget, self.prefill_budget(len(chunks), step_cost, self._burst(budget)))
         for seq in self.running:
             if seq.is_prefill and prefill >= min(MIN_FINAL_CHUNK, self._left(seq)):
                 allowed = min(prefill, self._background_chunk) if seq.is_background else prefill
                 used = self._add_chunk(chunks, self._prefill_chunk(seq, allowed, budget))
                 prefill, budget = prefill - used, budget - used
         return chunks
+
+    def _burst(self, budget: int) -> int:
+        """Requests in their slots awaiting their first token, when all their prompts fit in
+        `budget` (else 0: prompts that need more steps never lift the gap target)."""
+        awaiting = [
+            seq
+            for seq in self.running
+            if seq.is_prefill and not seq.is_scoring and not seq.is_background
+        ]
+        return len(awaiting) if sum(self._left(seq) for seq in awaiting) <= budget else 0
 
     @staticmethod
     def _left(seq: Sequence) -> int:
