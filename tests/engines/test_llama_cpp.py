@@ -234,3 +234,34 @@ async def test_without_a_slot_count_the_runner_holds_as_many_slots_as_the_kv_bud
         assert (runner.num_slots, runner.kv_bytes_per_token) == (3, q8_0_bytes_per_token)
     finally:
         runner.close()
+
+
+def resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+async def test_the_kv_cache_is_resident_only_where_used_and_answers_are_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """8 slots x 2,048 tokens reserve 360 MiB of KV; only what sequences write is resident
+    (engines/resident.py), and greedy answers are those of a cache kept resident whole."""
+    options = LlamaCppOptions(embedded_model_path(), context_length=2048, num_slots=8)
+    config = LoopConfig(token_budget=512)
+
+    async def answers_and_growth() -> tuple[list[str], float]:
+        before = resident_mib()
+        engine = await asyncio.to_thread(load_llama_cpp, options, config)
+        try:
+            answers = await asyncio.gather(*(run(engine, greedy(chatml(q))) for q in QUESTIONS))
+            return [text(answer) for answer in answers], resident_mib() - before
+        finally:
+            await engine.aclose()
+
+    answers, growth = await answers_and_growth()
+    monkeypatch.setattr("toolrpc.engines.resident.release_cleared", lambda *_: 0)
+    answers_whole, growth_whole = await answers_and_growth()
+
+    assert answers == answers_whole
+    assert growth < 360 <= growth_whole, (growth, growth_whole)  # the KV reserves 360 MiB

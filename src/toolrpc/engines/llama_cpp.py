@@ -36,6 +36,7 @@ import numpy as np
 from llama_cpp import _internals
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
+from toolrpc.engines import resident
 from toolrpc.engines.base import (
     EngineInfo,
     SamplingParams,
@@ -143,8 +144,16 @@ class LlamaCppRunner:
             if options.kv_type == "f16"
             else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         )
+        regions = resident.anonymous_regions()
         self._context = _internals.LlamaContext(
             model=self._model, params=params, verbose=options.verbose
+        )
+        kv_bytes = params.n_ctx * self.kv_bytes_per_token
+        released = resident.release_cleared(regions, kv_bytes)
+        logger.info(
+            "KV cache resident as it fills: %.0f of %.0f MiB given back",
+            released / 2**20,
+            kv_bytes / 2**20,
         )
         self._ctx = self._context.ctx
         self._memory = llama_cpp.llama_get_memory(self._ctx)
