@@ -23,7 +23,7 @@ from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from toolrpc.chat.router import DEFAULT_BIAS
-from toolrpc.scheduling.kv_memory import MAX_SLOTS, KvCacheType
+from toolrpc.scheduling.kv_memory import MAX_SLOTS, SCORING_CONTEXT_LENGTH, KvCacheType
 from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK, MIN_PREFILL_CHUNK
 
 EngineKind = Literal["auto", "llama.cpp", "hf", "fake"]
@@ -31,6 +31,10 @@ ServedEngineKind = Literal["llama.cpp", "hf", "fake", "upstream"]
 ToolCallFormat = Literal["auto", "hermes", "llama3", "mistral", "json"]
 
 DEFAULT_SLOTS = 8
+DEFAULT_SCORING_SLOTS = 32
+"""Scoring slots of the llama.cpp engine (`--scoring-slots`): room for each option prefix of a
+request with up to ~30 tools to stay cached (chat/router.py, "Cost")."""
+MAX_SCORING_SLOTS = 128
 """Slots of the llama.cpp engine when neither `--parallel` nor `--kv-memory-mib` is given."""
 
 DEFAULT_CTX_SIZE = 2048
@@ -199,6 +203,13 @@ class Settings(BaseSettings):
         "once as it holds at --ctx-size tokens each (instead of --parallel; default: "
         f"{DEFAULT_SLOTS} slots)",
         json_schema_extra=flag("batching", "MIB"),
+    )
+    scoring_slots: Annotated[int, Field(ge=0, le=MAX_SCORING_SLOTS)] = Field(
+        DEFAULT_SCORING_SLOTS,
+        description="llama.cpp: slots of a second, small KV cache for the tool router's scoring "
+        f"prompts ({SCORING_CONTEXT_LENGTH} tokens each), which keeps each tool's prompt cached "
+        "across requests; 0: they share the conversations' slots",
+        json_schema_extra=flag("batching"),
     )
     threads: Annotated[int, Field(ge=1)] | None = Field(
         None,
@@ -454,5 +465,5 @@ def _llama_only_problem(settings: Settings) -> str | None:
     return f"--{given[0].replace('_', '-')}: applies to the llama.cpp engine (GGUF models) only"
 
 
-LLAMA_CPP_ONLY = ("kv_type", "kv_memory_mib")
+LLAMA_CPP_ONLY = ("kv_type", "kv_memory_mib", "scoring_slots")
 """Settings that only the llama.cpp engine reads."""

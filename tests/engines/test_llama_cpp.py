@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -265,3 +266,31 @@ async def test_the_kv_cache_is_resident_only_where_used_and_answers_are_unchange
 
     assert answers == answers_whole
     assert growth < 360 <= growth_whole, (growth, growth_whole)  # the KV reserves 360 MiB
+
+
+async def test_scoring_slots_score_as_the_conversation_slots_do_and_keep_each_prefix() -> None:
+    """The tool router's prompts in a second, small context (`scoring_slots`): the same
+    scores, and each option's prefix cached there for the next request."""
+    pairs = [
+        ("Task: Get the weather for a city.\nExample request: ", "Is it raining in Oslo?"),
+        ("Task: Send an email to someone.\nExample request: ", "Is it raining in Oslo?"),
+        ("Task: Chat or answer from general knowledge.\nExample request: ", "Hello there!"),
+    ]
+    options = LlamaCppOptions(
+        embedded_model_path(), context_length=1024, num_slots=2, scoring_slots=4
+    )
+    with_pool = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
+    without = await load(num_slots=2)
+    try:
+        pooled = await asyncio.gather(*(with_pool.score(p, c) for p, c in pairs))
+        shared = await asyncio.gather(*(without.score(p, c) for p, c in pairs))
+        cached_before = with_pool.stats().num_cached_tokens
+        again = await asyncio.gather(*(with_pool.score(p, c + " Or in Bergen?") for p, c in pairs))
+        cached = with_pool.stats().num_cached_tokens - cached_before
+    finally:
+        await with_pool.aclose()
+        await without.aclose()
+
+    assert [s.mean_logprob for s in pooled] == [s.mean_logprob for s in shared]
+    assert cached >= sum(len(p) for p, _ in pairs) // 6  # each prefix's tokens (~4 chars each)
+    assert all(math.isfinite(s.mean_logprob) for s in again)

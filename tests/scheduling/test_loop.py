@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from toolrpc.errors import ContextLengthExceeded, GenerationCancelled, Overloaded
-from toolrpc.generation import Chunk, GenerationRequest, SamplingParams
-from toolrpc.scheduling.loop import BatchLoop, LoopConfig
+from toolrpc.generation import Chunk, ContinuationScore, GenerationRequest, SamplingParams
+from toolrpc.scheduling.loop import GATHER_S, BatchLoop, LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk
 from toolrpc.scheduling.scheduler import MULTI_STEP_TOKENS
 from toolrpc.types import JSONObject
@@ -51,6 +51,8 @@ class ScriptedRunner:
 
     slots: int = 4
     context: int = 64
+    scoring_slots: int = 0
+    scoring_context: int = 0
     gate: threading.Event | None = None
     num_free_steps: int = 0
     fail_when: Callable[[list[RunnerChunk]], bool] = lambda chunks: False
@@ -69,6 +71,14 @@ class ScriptedRunner:
     def context_length(self) -> int:
         return self.context
 
+    @property
+    def num_scoring_slots(self) -> int:
+        return self.scoring_slots
+
+    @property
+    def scoring_context_length(self) -> int:
+        return self.scoring_context
+
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
@@ -85,7 +95,7 @@ class ScriptedRunner:
         self.samplers.append(sampler)
         return sampler
 
-    def step(self, chunks: list[RunnerChunk]) -> list[int | None]:
+    def step(self, chunks: list[RunnerChunk]) -> list[int | ContinuationScore | None]:
         self.events.append(("step", len(self.batches)))
         self.batches.append(list(chunks))
         if self.gate is not None and len(self.batches) > self.num_free_steps:
@@ -99,7 +109,11 @@ class ScriptedRunner:
             if chunk.start != len(kv):
                 raise AssertionError(f"slot {chunk.slot} holds {len(kv)}, chunk at {chunk.start}")
             kv.extend(chunk.token_ids)
-            sampled.append(None if chunk.sampler is None else self._sample(chunk.sampler, kv))
+            if chunk.score_from is not None:  # a score of -1 per scored token
+                rows = len(chunk.scored_rows)
+                sampled.append(ContinuationScore(logprob=-float(rows), num_tokens=rows))
+            else:
+                sampled.append(None if chunk.sampler is None else self._sample(chunk.sampler, kv))
         return sampled
 
     def trim_slot(self, slot: int, keep: int) -> None:
@@ -438,14 +452,15 @@ async def test_a_follow_up_prompt_reuses_the_cached_prefix_and_reports_it() -> N
 
 @dataclass
 class SlowToTokenize(ScriptedRunner):
-    """Tokenizing a prompt that starts with "slow" takes 50 ms; records the steps meanwhile."""
+    """Tokenizing a prompt that starts with "slow" takes `delay_s`; records the steps meanwhile."""
 
     steps_while_tokenizing: int = -1
+    delay_s: float = 0.05
 
     def tokenize(self, text: str) -> list[int]:
         if text.startswith("slow"):
             before = len(self.batches)
-            time.sleep(0.05)
+            time.sleep(self.delay_s)
             self.steps_while_tokenizing = len(self.batches) - before
         return super().tokenize(text)
 
@@ -461,6 +476,27 @@ async def test_no_background_prefill_starts_while_a_request_is_on_its_way_in() -
     assert had_background_work
     assert 0 <= runner.steps_while_tokenizing <= 1  # at most the step already in flight
     assert text_of(second) == "wols"
+
+
+async def test_scoring_prompts_sent_together_start_together_in_the_scoring_slots() -> None:
+    runner = SlowToTokenize(slots=1, scoring_slots=4, scoring_context=32, delay_s=GATHER_S / 4)
+    async with batch_loop(runner) as loop:
+        scores = await asyncio.gather(
+            loop.score("slow task: ", "abc"), loop.score("a task: ", "abc"), loop.score("b: ", "c")
+        )
+
+    assert [score.num_tokens for score in scores] == [3, 3, 1]
+    assert len(runner.batches) == 1
+    assert runner.slots_in(runner.batches[0]) == {1, 2, 3}  # numbered after the one slot
+
+
+async def test_a_step_waits_for_a_slow_arrival_no_longer_than_the_gathering_bound() -> None:
+    runner = SlowToTokenize(slots=1, scoring_slots=4, scoring_context=32, delay_s=GATHER_S * 5)
+    async with batch_loop(runner) as loop:
+        await asyncio.gather(loop.score("slow task: ", "abc"), loop.score("a task: ", "abc"))
+
+    assert [len(batch) for batch in runner.batches] == [1, 1]  # the quick one went first
+    assert runner.batches[0][0].token_ids[0] == ord("a")
 
 
 @dataclass

@@ -765,3 +765,79 @@ def test_a_burst_takes_every_free_slot_at_once_though_the_budget_prefills_only_s
     assert not scheduler.waiting and scheduler.num_slots_free == 0
     assert {chunk.seq.seq_id for chunk in plan.chunks} < {seq.seq_id for seq in [first, *burst]}
     assert plan.num_steps == 1
+
+
+def scoring_seq(seq_id: int, prefix: list[int], tail: list[int]) -> Sequence:
+    """A scoring sequence: `prefix` (an option's task, say), then the scored `tail`."""
+    return Sequence(
+        seq_id=seq_id, prompt_ids=prefix + tail, max_new_tokens=0, score_from=len(prefix)
+    )
+
+
+def test_scoring_sequences_run_in_the_scoring_slots_beside_a_full_set_of_conversations() -> None:
+    scheduler = Scheduler(
+        num_slots=1, token_budget=64, max_waiting=0, num_scoring_slots=2, scoring_context_length=16
+    )
+    conversation = make_seq(0, 4)
+    scheduler.add(conversation)
+    run_step(scheduler)
+    first, second = scoring_seq(1, [1, 2, 3], [4, 5]), scoring_seq(2, [6, 7, 8], [9])
+
+    assert not scheduler.can_accept  # the conversation holds the only slot, and none may wait
+    assert scheduler.accepts(first)  # the scoring slots are free
+    scheduler.add(first)
+    scheduler.add(second)
+    chunks = run_step(scheduler)
+
+    assert ids(chunks) == [0, 1, 2]
+    assert (first.slot, second.slot) == (1, 2)  # numbered after the conversation slots
+    assert first.status is second.status is SequenceStatus.FINISHED
+    assert scheduler.num_slots_free == 0
+    assert not scheduler.can_accept  # a conversation finds no slot, and no room to wait
+    assert scheduler.accepts(scoring_seq(3, [1, 2, 3], [4]))
+
+
+def test_a_scoring_prompt_longer_than_a_scoring_slot_runs_in_a_conversation_slot() -> None:
+    scheduler = Scheduler(
+        num_slots=1, token_budget=64, max_waiting=2, num_scoring_slots=1, scoring_context_length=4
+    )
+    long = scoring_seq(0, [1, 2, 3, 4], [5, 6])
+    scheduler.add(long)
+    run_step(scheduler)
+
+    assert long.slot == 0
+
+
+def test_an_option_prefix_stays_in_its_scoring_slot_for_the_next_request() -> None:
+    scheduler = Scheduler(
+        num_slots=1, token_budget=64, max_waiting=4, num_scoring_slots=2, scoring_context_length=32
+    )
+    tasks = [[10, 11, 12, 13, 14, 15], [20, 21, 22, 23, 24, 25]]
+    for seq_id, task in enumerate(tasks):
+        scheduler.add(scoring_seq(seq_id, task, [1, 2]))
+    run_step(scheduler)
+    again = [scoring_seq(2 + i, task, [3, 4, 5]) for i, task in enumerate(reversed(tasks))]
+    for seq in again:
+        scheduler.add(seq)
+
+    chunks = run_step(scheduler)
+
+    assert [seq.num_cached for seq in again] == [5, 5]  # its task but the last token
+    assert [len(chunk.token_ids) for chunk in chunks] == [4, 4]  # the scored tail and one before
+    assert [seq.slot for seq in again] == [2, 1]
+
+
+def test_a_waiting_scoring_sequence_does_not_hold_back_a_conversation() -> None:
+    scheduler = Scheduler(
+        num_slots=1, token_budget=64, max_waiting=4, num_scoring_slots=1, scoring_context_length=16
+    )
+    scheduler.add(scoring_seq(0, [1, 2, 3], [4, 5]))
+    scheduler.add(scoring_seq(1, [6, 7, 8], [9, 10]))  # waits for the one scoring slot
+    conversation = make_seq(2, 4)
+    scheduler.add(conversation)
+
+    chunks = run_step(scheduler)
+
+    assert ids(chunks) == [0, 2]
+    assert [seq.seq_id for seq in scheduler.waiting] == [1]
+    assert conversation.slot == 0

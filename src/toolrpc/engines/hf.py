@@ -163,6 +163,16 @@ class HfRunner:
         return self.options.num_slots
 
     @property
+    def num_scoring_slots(self) -> int:
+        """None: scoring prompts share the slots."""
+        return 0
+
+    @property
+    def scoring_context_length(self) -> int:
+        """No scoring slots."""
+        return 0
+
+    @property
     def context_length(self) -> int:
         """Tokens one sequence may hold."""
         return self._context_length

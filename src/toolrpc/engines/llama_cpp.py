@@ -44,7 +44,13 @@ from toolrpc.engines.base import (
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.engines.default_model import served_name
 from toolrpc.generation import ContinuationScore
-from toolrpc.scheduling.kv_memory import MAX_SLOTS, KvCacheType, KvShape, slots_within
+from toolrpc.scheduling.kv_memory import (
+    MAX_SLOTS,
+    SCORING_CONTEXT_LENGTH,
+    KvCacheType,
+    KvShape,
+    slots_within,
+)
 from toolrpc.scheduling.loop import LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk, TokenSampler
 from toolrpc.scheduling.sequence import MIN_FINAL_CHUNK
@@ -65,6 +71,9 @@ class LlamaCppOptions:
     max_batch_tokens: int = 512
     num_threads: int | None = None
     kv_type: KvCacheType = "f16"
+    scoring_slots: int = 0
+    """Slots of a second context for scoring prompts only (module docstring), each of
+    `SCORING_CONTEXT_LENGTH` tokens; 0: scoring prompts run in the `num_slots`."""
     verbose: bool = False
 
 
@@ -85,6 +94,15 @@ class LlamaSampler:
         if self.handle is not None:
             llama_cpp.llama_sampler_free(self.handle)
             self.handle = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """A llama.cpp context and the runner's slots it holds (`first_slot` on, `num_slots`)."""
+
+    handle: _internals.LlamaContext
+    first_slot: int
+    num_slots: int
 
 
 class LlamaCppRunner:
@@ -112,9 +130,8 @@ class LlamaCppRunner:
         )
         self._vocab = self._model.vocab
         self._metadata = self._model.metadata()
-        self.kv_bytes_per_token = _kv_shape(self._model, self._metadata).bytes_per_token(
-            options.kv_type
-        )
+        self._kv_shape = _kv_shape(self._model, self._metadata)
+        self.kv_bytes_per_token = self._kv_shape.bytes_per_token(options.kv_type)
         self._num_slots = options.num_slots or slots_within(
             options.kv_memory_bytes or 0,
             options.context_length,
@@ -129,34 +146,12 @@ class LlamaCppRunner:
             self.kv_bytes_per_token,
             self._num_slots * options.context_length * self.kv_bytes_per_token / 2**20,
         )
-        threads = options.num_threads or os.cpu_count() or 1
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = options.context_length * self._num_slots
-        params.n_batch = options.max_batch_tokens
-        params.n_ubatch = options.max_batch_tokens
-        params.n_seq_max = self._num_slots
-        params.n_threads = threads
-        params.n_threads_batch = threads
-        params.kv_unified = False
-        params.type_k = params.type_v = GGML_KV_TYPES[options.kv_type]
-        params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            if options.kv_type == "f16"
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        )
-        regions = resident.anonymous_regions()
-        self._context = _internals.LlamaContext(
-            model=self._model, params=params, verbose=options.verbose
-        )
-        kv_bytes = params.n_ctx * self.kv_bytes_per_token
-        released = resident.release_cleared(regions, kv_bytes)
-        logger.info(
-            "KV cache resident as it fills: %.0f of %.0f MiB given back",
-            released / 2**20,
-            kv_bytes / 2**20,
-        )
-        self._ctx = self._context.ctx
-        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._main = self._new_context(0, self._num_slots, options.context_length)
+        self._contexts = [self._main]
+        if options.scoring_slots:
+            self._contexts.append(
+                self._new_context(self._num_slots, options.scoring_slots, SCORING_CONTEXT_LENGTH)
+            )
         self._batch = llama_cpp.llama_batch_init(options.max_batch_tokens, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
         self._num_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -172,6 +167,49 @@ class LlamaCppRunner:
     def context_length(self) -> int:
         """Tokens one sequence may hold."""
         return self.options.context_length
+
+    @property
+    def num_scoring_slots(self) -> int:
+        """Slots of the scoring context (module docstring)."""
+        return self.options.scoring_slots
+
+    @property
+    def scoring_context_length(self) -> int:
+        """Tokens one scoring slot may hold."""
+        return SCORING_CONTEXT_LENGTH if self.options.scoring_slots else 0
+
+    def _new_context(self, first_slot: int, num_slots: int, context_length: int) -> _Context:
+        """A llama.cpp context of `num_slots` sequences of `context_length` tokens each, for
+        slots `first_slot` on; its cleared KV pages given back (engines/resident.py)."""
+        options = self.options
+        kv_type = options.kv_type if first_slot == 0 else "f16"
+        threads = options.num_threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = context_length * num_slots
+        params.n_batch = options.max_batch_tokens
+        params.n_ubatch = options.max_batch_tokens
+        params.n_seq_max = num_slots
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.kv_unified = False
+        params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            if kv_type == "f16"
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        )
+        regions = resident.anonymous_regions()
+        context = _internals.LlamaContext(model=self._model, params=params, verbose=options.verbose)
+        kv_bytes = params.n_ctx * self._kv_shape.bytes_per_token(kv_type)
+        released = resident.release_cleared(regions, kv_bytes)
+        logger.info(
+            "KV cache of slots %d-%d resident as it fills: %.0f of %.0f MiB given back",
+            first_slot,
+            first_slot + num_slots - 1,
+            released / 2**20,
+            kv_bytes / 2**20,
+        )
+        return _Context(context, first_slot, num_slots)
 
     def info(self) -> EngineInfo:
         """Model name, context length and the chat template from the GGUF metadata."""
@@ -227,22 +265,32 @@ class LlamaCppRunner:
         stream's token attend over 2,000 cells (measured at 16 slots: mixed steps 233-278 ms
         median, 315-391 ms at the prompt's end; separate calls 193 ms median, 226 ms max).
         Within a call, chunks go in slot order: llama.cpp puts sequences in one micro-batch
-        only when their ids follow each other (`split_equal`).
+        only when their ids follow each other (`split_equal`). Chunks of the scoring slots go
+        in a third call, on the scoring context.
         """
         results: list[int | ContinuationScore | None] = [None] * len(chunks)
-        decodes = [i for i, chunk in enumerate(chunks) if _is_decode(chunk)]
-        prompts = [i for i, chunk in enumerate(chunks) if not _is_decode(chunk)]
-        for group in (decodes, prompts):
+        scoring = [i for i, chunk in enumerate(chunks) if chunk.slot >= self._num_slots]
+        main = [i for i in range(len(chunks)) if chunks[i].slot < self._num_slots]
+        decodes = [i for i in main if _is_decode(chunks[i])]
+        prompts = [i for i in main if not _is_decode(chunks[i])]
+        for group in (decodes, prompts, scoring):
             order = sorted(group, key=lambda i: chunks[i].slot)
             if order:
+                context = self._context_of(chunks[order[0]].slot)
                 for index, result in zip(
-                    order, self._step_in_order([chunks[i] for i in order]), strict=True
+                    order, self._step_in_order([chunks[i] for i in order], context), strict=True
                 ):
                     results[index] = result
         return results
 
-    def _step_in_order(self, chunks: list[RunnerChunk]) -> list[int | ContinuationScore | None]:
+    def _context_of(self, slot: int) -> _Context:
+        return self._contexts[-1] if slot >= self._num_slots else self._main
+
+    def _step_in_order(
+        self, chunks: list[RunnerChunk], context: _Context
+    ) -> list[int | ContinuationScore | None]:
         batch = self._batch
+        ctx = context.handle.ctx
         num_tokens = sum(len(chunk.token_ids) for chunk in chunks)
         if num_tokens > self.options.max_batch_tokens:
             raise ValueError(
@@ -258,33 +306,33 @@ class LlamaCppRunner:
                 batch.token[n] = token
                 batch.pos[n] = chunk.start + i
                 batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = chunk.slot
+                batch.seq_id[n][0] = chunk.slot - context.first_slot
                 batch.logits[n] = i in wanted
                 n += 1
         batch.n_tokens = n
-        code = llama_cpp.llama_decode(self._ctx, batch)
+        code = llama_cpp.llama_decode(ctx, batch)
         if code != 0:
             raise RuntimeError(f"llama_decode failed with code {code}")
         results: list[int | ContinuationScore | None] = []
         for chunk, first in zip(chunks, first_rows, strict=True):
             last = first + len(chunk.token_ids) - 1
             if chunk.score_from is not None:
-                results.append(self._score(chunk, first))
+                results.append(self._score(chunk, first, ctx))
             elif isinstance(chunk.sampler, LlamaSampler) and chunk.sampler.handle is not None:
-                results.append(
-                    llama_cpp.llama_sampler_sample(chunk.sampler.handle, self._ctx, last)
-                )
+                results.append(llama_cpp.llama_sampler_sample(chunk.sampler.handle, ctx, last))
             else:
                 results.append(None)
         return results
 
-    def _score(self, chunk: RunnerChunk, first_row: int) -> ContinuationScore:
+    def _score(
+        self, chunk: RunnerChunk, first_row: int, ctx: llama_cpp.llama_context_p
+    ) -> ContinuationScore:
         """Sum of log P(token | tokens before it) over the chunk's scored tokens."""
         assert chunk.score_from is not None
         total, count = 0.0, 0
         for i in chunk.scored_rows:
             target = chunk.token_ids[i + 1]
-            pointer = llama_cpp.llama_get_logits_ith(self._ctx, first_row + i)
+            pointer = llama_cpp.llama_get_logits_ith(ctx, first_row + i)
             logits = np.ctypeslib.as_array(pointer, shape=(self._num_vocab,))
             peak = float(logits.max())
             log_norm = peak + math.log(float(np.exp(logits - peak).sum()))
@@ -294,14 +342,17 @@ class LlamaCppRunner:
 
     def trim_slot(self, slot: int, keep: int) -> None:
         """Drop the slot's KV cache from position `keep` on."""
-        llama_cpp.llama_memory_seq_rm(self._memory, slot, keep, -1)
+        context = self._context_of(slot)
+        memory = llama_cpp.llama_get_memory(context.handle.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, slot - context.first_slot, keep, -1)
 
     def close(self) -> None:
-        """Free the batch, the context and the model."""
+        """Free the batch, the contexts and the model."""
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
-        self._context.close()  # type: ignore[no-untyped-call]
+        for context in self._contexts:
+            context.handle.close()  # type: ignore[no-untyped-call]
         self._model.close()  # type: ignore[no-untyped-call]
 
     def _piece_bytes(self, token_id: int, *, special: bool) -> bytes:

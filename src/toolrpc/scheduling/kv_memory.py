@@ -1,14 +1,15 @@
 """KV cache memory: bytes a token takes per cache type, and slots that fit a memory budget.
 
 llama.cpp reserves each slot's whole context of KV at start (`kv_unified=False`: one stream
-per sequence, which keeps batched greedy output equal to single-sequence output), and the
-pages are touched when the cache is cleared, so resident memory grows with slots x context
-whatever the conversations hold. Per token, each layer stores a key and a value row of
-`n_head_kv x head_dim` elements: for SmolLM2-135M (30 layers, 3 KV heads of 64) that is
-23,040 bytes at f16 and 12,240 at q8_0 (34 bytes per block of 32). Measured on the embedded
-model, resident memory right after creating a context of 4 slots x 4,096 tokens: 513 MB at
-f16, 429 MB with keys alone at q8_0, 345 MB with keys and values at q8_0 (the model alone:
-151 MB).
+per sequence, which keeps batched greedy output equal to single-sequence output), and its
+clearing the cache made every page resident, so resident memory grew with slots x context
+whatever the conversations held; the cleared pages are now given back (engines/resident.py),
+and the reservation only bounds what becomes resident as sequences write. Per token, each
+layer stores a key and a value row of `n_head_kv x head_dim` elements: for SmolLM2-135M (30
+layers, 3 KV heads of 64) that is 23,040 bytes at f16 and 12,240 at q8_0 (34 bytes per block
+of 32). Measured on the embedded model, resident memory right after creating a context of 4
+slots x 4,096 tokens: 513 MB at f16, 429 MB with keys alone at q8_0, 345 MB with keys and
+values at q8_0 (the model alone: 151 MB), before the pages were given back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ BYTES_PER_ELEMENT: dict[KvCacheType, float] = {"f16": 2.0, "q8_0": 34 / 32}
 
 MAX_SLOTS = 64
 """Most sequences a memory budget is turned into (`--parallel` has the same bound)."""
+
+SCORING_CONTEXT_LENGTH = 384
+"""Tokens of a scoring slot (`--scoring-slots`): the tool router's prompts are a tool's task
+and the request (at most 300 characters), or the request and a tool's line, or the answer
+option with this turn's results (at most 600 characters); a longer one runs in a conversation's
+slot. 32 such slots reserve 12,288 tokens (270 MiB at f16 on the embedded model), resident only
+where written."""
 
 
 @dataclass(frozen=True)

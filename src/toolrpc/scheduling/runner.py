@@ -1,8 +1,9 @@
 """The ModelRunner seam: what a local backend gives the scheduler's loop.
 
-A runner holds one model and a KV cache with `num_slots` independent sequences. The loop calls it
-from a single worker thread, one method at a time, so implementations need no locking; every
-method may block (they never run on the event loop).
+A runner holds one model and a KV cache with `num_slots` independent sequences, and may hold
+`num_scoring_slots` more for scoring prompts (short: the tool router's), numbered after them.
+The loop calls it from a single worker thread, one method at a time, so implementations need
+no locking; every method may block (they never run on the event loop).
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ class ModelRunner(Protocol):
     @property
     def context_length(self) -> int:
         """Tokens one sequence may hold (prompt plus output)."""
+        ...
+
+    @property
+    def num_scoring_slots(self) -> int:
+        """Further sequences, numbered after the `num_slots`, that hold scoring prompts only
+        (of at most `scoring_context_length` tokens); 0 when scoring shares the slots."""
+        ...
+
+    @property
+    def scoring_context_length(self) -> int:
+        """Tokens one scoring slot may hold (0 without scoring slots)."""
         ...
 
     def tokenize(self, text: str) -> list[int]:

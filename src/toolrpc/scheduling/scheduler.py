@@ -149,6 +149,8 @@ class Scheduler:
         prefill_budget_while_decoding: int | None = None,
         max_token_gap_s: float | None = None,
         reuse_generated: bool = False,
+        num_scoring_slots: int = 0,
+        scoring_context_length: int = 0,
     ) -> None:
         # Decodes of the other slots leave a prefilling sequence at least MIN_FINAL_CHUNK + 1
         # tokens, enough to always make progress under the chunk rules.
@@ -159,6 +161,8 @@ class Scheduler:
             raise ValueError(f"prefill_budget_while_decoding must be at least {MIN_PREFILL_CHUNK}")
         if max_token_gap_s is not None and max_token_gap_s <= 0:
             raise ValueError("max_token_gap_s must be positive")
+        if num_scoring_slots < 0 or (num_scoring_slots and scoring_context_length < 1):
+            raise ValueError("need num_scoring_slots >= 0, each of at least one token")
         self.token_budget = token_budget
         self.prefill_budget_while_decoding = prefill_budget_while_decoding
         self.max_token_gap_s = max_token_gap_s
@@ -167,13 +171,31 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.slots = [Slot(index) for index in range(num_slots)]
+        self.scoring_slots = [Slot(num_slots + index) for index in range(num_scoring_slots)]
+        """Slots for scoring sequences only, numbered after `slots` (module docstring)."""
+        self.scoring_context_length = scoring_context_length
+        self._slot_at = self.slots + self.scoring_slots
         self._trims: list[KvTrim] = []
         self._clock = itertools.count()
 
     @property
     def num_slots_free(self) -> int:
-        """Slots no request's running sequence holds (background prefill yields its slot)."""
-        return len(self.slots) - sum(not seq.is_background for seq in self.running)
+        """Slots no request's running sequence holds (background prefill yields its slot); the
+        scoring slots not counted."""
+        return _num_free(self.slots)
+
+    def num_places(self, scoring_tokens: int | None = None) -> int:
+        """Sequences of one kind that can be added now: the free slots of their pool plus room
+        in the queue; the kind is a conversation, or with `scoring_tokens` a scoring prompt of
+        that many tokens."""
+        pool = self.slots
+        if scoring_tokens is not None and self._fits_scoring(scoring_tokens):
+            pool = self.scoring_slots
+        return self.max_waiting + _num_free(pool) - len(self.waiting)
+
+    def accepts(self, seq: Sequence) -> bool:
+        """True when adding `seq` would not overflow the waiting queue."""
+        return self.num_places(len(seq.prompt_ids) if seq.is_scoring else None) > 0
 
     @property
     def has_work(self) -> bool:
@@ -181,7 +203,7 @@ class Scheduler:
         if self.running:
             return True
         if self.waiting:
-            return self.num_slots_free > 0
+            return self._can_admit()
         return any(slot.pending for slot in self.slots)
 
     @property
@@ -189,16 +211,28 @@ class Scheduler:
         """True when a step would run something for a request (not only background prefill)."""
         if any(not seq.is_background for seq in self.running):
             return True
-        return bool(self.waiting) and self.num_slots_free > 0
+        return self._can_admit()
 
     @property
     def can_accept(self) -> bool:
-        """True when a new sequence would not overflow the waiting queue."""
-        return len(self.waiting) < self.max_waiting + self.num_slots_free
+        """True when a new conversation's sequence would not overflow the waiting queue."""
+        return self.num_places() > 0
+
+    def _fits_scoring(self, num_tokens: int) -> bool:
+        return bool(self.scoring_slots) and num_tokens <= self.scoring_context_length
+
+    def _pool(self, seq: Sequence) -> list[Slot]:
+        """The slots `seq` may run in: a scoring slot for a scoring sequence that fits one."""
+        fits = seq.is_scoring and self._fits_scoring(len(seq.prompt_ids))
+        return self.scoring_slots if fits else self.slots
+
+    def _can_admit(self) -> bool:
+        """True when some waiting sequence has a free slot."""
+        return any(_num_free(self._pool(seq)) > 0 for seq in self.waiting)
 
     def add(self, seq: Sequence) -> None:
-        """Queue a sequence. Raises `OverflowError` when `can_accept` is false."""
-        if not self.can_accept:
+        """Queue a sequence. Raises `OverflowError` when `accepts(seq)` is false."""
+        if not self.accepts(seq):
             raise OverflowError("waiting queue is full")
         seq.status = SequenceStatus.WAITING
         self.waiting.append(seq)
@@ -248,10 +282,10 @@ class Scheduler:
 
     def _schedule_chunks(self, step_cost: StepCost | None) -> list[ScheduledChunk]:
         """The chunks of one step: decodes first, then prompt chunks (module docstring)."""
-        if self.waiting:
+        if any(self._pool(seq) is self.slots for seq in self.waiting):
             for background in [seq for seq in self.running if seq.is_background]:
                 self.finish(background)
-        elif not self.running:
+        elif not self.running and not self.waiting:
             self._start_background()
         budget = self.token_budget
         chunks: list[ScheduledChunk] = []
@@ -259,8 +293,7 @@ class Scheduler:
             if not seq.is_prefill and budget > 0:
                 chunks.append(self._chunk(seq, 1))
                 budget -= 1
-        while self.waiting and self.num_slots_free > 0:
-            self._admit(self.waiting.popleft())
+        self._admit_waiting()
         prefill = min(budget, self.prefill_budget(len(chunks), step_cost, self._burst(budget)))
         for seq in self.running:
             if seq.is_prefill and prefill >= min(MIN_FINAL_CHUNK, self._left(seq)):
@@ -268,6 +301,18 @@ class Scheduler:
                 used = self._add_chunk(chunks, self._prefill_chunk(seq, allowed, budget))
                 prefill, budget = prefill - used, budget - used
         return chunks
+
+    def _admit_waiting(self) -> None:
+        """Admit waiting sequences in arrival order, each where its pool has a free slot (a
+        scoring sequence never waits behind a conversation for want of the other's slot)."""
+        waiting: deque[Sequence] = deque()
+        while self.waiting:
+            seq = self.waiting.popleft()
+            if _num_free(self._pool(seq)) > 0:
+                self._admit(seq)
+            else:
+                waiting.append(seq)
+        self.waiting = waiting
 
     def _burst(self, budget: int) -> int:
         """Requests in their slots awaiting their first token, when all their prompts fit in
@@ -361,7 +406,7 @@ class Scheduler:
         else:
             self.running.remove(seq)
             assert seq.slot is not None
-            slot = self.slots[seq.slot]
+            slot = self._slot_at[seq.slot]
             slot.seq = None
             slot.last_used = next(self._clock)
             kept = seq.token_ids if self.reuse_generated else seq.prompt_ids
@@ -404,7 +449,7 @@ class Scheduler:
 
     def _admit(self, seq: Sequence) -> None:
         """Give `seq` the idle slot that reuses most of its prompt (module docstring)."""
-        idle = [slot for slot in self.slots if slot.seq is None]
+        idle = [slot for slot in self._pool(seq) if slot.seq is None]
         limit = len(seq.prompt_ids) - seq.min_final_chunk
         best = max(
             idle, key=lambda s: (common_prefix_len(s.cached, seq.prompt_ids, limit), s.last_used)
@@ -438,3 +483,8 @@ class Scheduler:
         return ScheduledChunk(
             seq=seq, start=start, token_ids=tuple(seq.token_ids[start : start + size])
         )
+
+
+def _num_free(slots: list[Slot]) -> int:
+    """Slots of `slots` no request's running sequence holds (background prefill yields)."""
+    return sum(slot.seq is None or slot.seq.is_background for slot in slots)
