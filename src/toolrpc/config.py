@@ -197,6 +197,12 @@ class Settings(BaseSettings):
         "attention on) or f16",
         json_schema_extra=flag("model"),
     )
+    flash_attn: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="llama.cpp: flash attention; auto: on with a q8_0 cache (which needs it), "
+        "off with f16",
+        json_schema_extra=flag("model"),
+    )
     kv_memory_mib: Annotated[int, Field(ge=1)] | None = Field(
         None,
         description="llama.cpp: KV cache memory, in MiB; as many conversations are generated at "
@@ -374,6 +380,7 @@ class Settings(BaseSettings):
         problem = (
             _upstream_problem(self)
             or _slots_problem(self)
+            or _flash_attn_problem(self)
             or _batch_problem(self)
             or _model_problem(self)
             or _hf_only_problem(self)
@@ -404,6 +411,13 @@ def _slots_problem(settings: Settings) -> str | None:
     one of them ignored."""
     if {"parallel", "kv_memory_mib"} <= settings.model_fields_set:
         return "--parallel and --kv-memory-mib: give one (--parallel fixes the slots)"
+    return None
+
+
+def _flash_attn_problem(settings: Settings) -> str | None:
+    """llama.cpp refuses a quantized V cache without flash attention."""
+    if settings.flash_attn == "off" and settings.kv_type != "f16":
+        return f"--kv-type {settings.kv_type} needs flash attention: not with --flash-attn off"
     return None
 
 
@@ -465,5 +479,5 @@ def _llama_only_problem(settings: Settings) -> str | None:
     return f"--{given[0].replace('_', '-')}: applies to the llama.cpp engine (GGUF models) only"
 
 
-LLAMA_CPP_ONLY = ("kv_type", "kv_memory_mib", "scoring_slots")
+LLAMA_CPP_ONLY = ("kv_type", "kv_memory_mib", "scoring_slots", "flash_attn")
 """Settings that only the llama.cpp engine reads."""

@@ -83,3 +83,18 @@ def test_the_batch_rule_applies_to_a_given_parallel_only() -> None:
         Settings(parallel=64, batch_tokens=64)
 
     assert Settings(batch_tokens=16).parallel is None
+
+
+def test_a_q8_0_cache_without_flash_attention_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match="needs flash attention"):
+        Settings(kv_type="q8_0", flash_attn="off")
+
+    assert Settings(kv_type="q8_0", flash_attn="on").flash_attn == "on"
+
+
+@pytest.mark.parametrize(
+    "flag", [{"scoring_slots": 4}, {"flash_attn": "on"}], ids=["scoring-slots", "flash-attn"]
+)
+def test_llama_cpp_flags_are_refused_for_the_transformers_engine(flag: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match=r"applies to the llama\.cpp engine"):
+        Settings.model_validate({"model": "Qwen/Qwen2.5-0.5B-Instruct", **flag})

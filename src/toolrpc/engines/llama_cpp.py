@@ -71,6 +71,8 @@ class LlamaCppOptions:
     max_batch_tokens: int = 512
     num_threads: int | None = None
     kv_type: KvCacheType = "f16"
+    flash_attention: bool | None = None
+    """None: on with a q8_0 cache (llama.cpp needs it there), off with f16 (module docstring)."""
     scoring_slots: int = 0
     """Slots of a second context for scoring prompts only (module docstring), each of
     `SCORING_CONTEXT_LENGTH` tokens; 0: scoring prompts run in the `num_slots`."""
@@ -183,6 +185,9 @@ class LlamaCppRunner:
         slots `first_slot` on; its cleared KV pages given back (engines/resident.py)."""
         options = self.options
         kv_type = options.kv_type if first_slot == 0 else "f16"
+        flash = options.flash_attention
+        if flash is None:
+            flash = kv_type != "f16"
         threads = options.num_threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = context_length * num_slots
@@ -194,9 +199,9 @@ class LlamaCppRunner:
         params.kv_unified = False
         params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
         params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            if kv_type == "f16"
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         regions = resident.anonymous_regions()
         context = _internals.LlamaContext(model=self._model, params=params, verbose=options.verbose)
