@@ -31,9 +31,10 @@ ServedEngineKind = Literal["llama.cpp", "hf", "fake", "upstream"]
 ToolCallFormat = Literal["auto", "hermes", "llama3", "mistral", "json"]
 
 DEFAULT_SLOTS = 8
-DEFAULT_SCORING_SLOTS = 32
-"""Scoring slots of the llama.cpp engine (`--scoring-slots`): room for each option prefix of a
-request with up to ~30 tools to stay cached (chat/router.py, "Cost")."""
+DEFAULT_SCORING_SLOTS = 16
+"""Scoring slots of the llama.cpp engine (`--scoring-slots`): room for the option prefixes of a
+request with up to ~12 tools to stay cached beside its re-ranking prompts (chat/router.py,
+"Cost")."""
 MAX_SCORING_SLOTS = 128
 """Slots of the llama.cpp engine when neither `--parallel` nor `--kv-memory-mib` is given."""
 
@@ -193,14 +194,14 @@ class Settings(BaseSettings):
     )
     kv_type: KvCacheType = Field(
         "f16",
-        description="llama.cpp: KV cache storage, q8_0 (half the memory a token of f16; flash "
-        "attention on) or f16",
+        description="llama.cpp: KV cache storage, q8_0 (half the memory a token of f16) or f16",
         json_schema_extra=flag("model"),
     )
-    flash_attn: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="llama.cpp: flash attention; auto: on with a q8_0 cache (which needs it), "
-        "off with f16",
+    flash_attn: Literal["on", "off"] = Field(
+        "off",
+        description="llama.cpp: flash attention with an f16 cache (a q8_0 cache always has it): "
+        "less resident memory and faster decoding of many streams, but a reused prefix no "
+        "longer answers exactly as a cold prompt",
         json_schema_extra=flag("model"),
     )
     kv_memory_mib: Annotated[int, Field(ge=1)] | None = Field(
@@ -416,7 +417,8 @@ def _slots_problem(settings: Settings) -> str | None:
 
 def _flash_attn_problem(settings: Settings) -> str | None:
     """llama.cpp refuses a quantized V cache without flash attention."""
-    if settings.flash_attn == "off" and settings.kv_type != "f16":
+    explicitly_off = "flash_attn" in settings.model_fields_set and settings.flash_attn == "off"
+    if explicitly_off and settings.kv_type != "f16":
         return f"--kv-type {settings.kv_type} needs flash attention: not with --flash-attn off"
     return None
 

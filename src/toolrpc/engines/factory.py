@@ -65,7 +65,7 @@ def _load_gguf(settings: Settings, loop_config: LoopConfig) -> Engine:
         max_batch_tokens=settings.batch_tokens,
         num_threads=settings.threads,
         kv_type=settings.kv_type,
-        flash_attention={"auto": None, "on": True, "off": False}[settings.flash_attn],
+        flash_attention=settings.flash_attn == "on",
         scoring_slots=settings.scoring_slots,
         verbose=settings.verbose_engine,
     )

@@ -8,13 +8,26 @@ sequence at a time, so the batch is built here, on the documented C API.
 Deliberate settings (both change greedy output, so they are fixed everywhere, benchmarks too):
 - `kv_unified=False`: each sequence gets its own `context_length` of KV. Batched greedy output
   then matches single-sequence output token for token; with a unified cache it drifts.
-- flash attention off with an f16 cache (the CPU build gains nothing from it on a model this
-  size; our raw baseline, the `Llama` class, uses the same), on with q8_0 keys and values:
-  llama.cpp refuses a quantized V cache without it ("Failed to create llama_context"), and
-  keys alone at q8_0 save a third of what both save (`toolrpc.scheduling.kv_memory`). Batched
-  greedy output equals single-sequence output with q8_0 too (tests/engines/test_llama_cpp.py).
-  Flash attention's cost on a CPU grows with the position in the prompt (benchmarks/README.md),
-  so f16 is the default.
+- flash attention off with an f16 cache (`--flash-attn on` turns it on), because with it a
+  prompt prefilled in other chunks no longer gives bit-identical KV: a follow-up that reuses the
+  cached turn answered differently from a cold run ("238,900 miles" against "140,000"), which
+  breaks the scheduler's exact prefix reuse. What it would give: without it llama.cpp stores V
+  transposed, a row per value dimension holding every position of the slot, so one token
+  writes into every page of its slot's V and a slot used at all has its whole V resident (the
+  cleared pages given back by engines/resident.py come back at once: 481 MiB resident after
+  benchmarks/serving.py, 334 MiB with flash attention); and it decodes 8 streams 28% faster
+  (184 against 144 tok/s in all), at the price of prompt chunks late in a long prompt (32
+  tokens at position 1,000: 231 against 154 ms; at 1,950: 315 against 261 ms). A quantized V
+  cache needs it ("Failed to create llama_context"): `--kv-type q8_0` turns it on. Batched
+  greedy output equals single-sequence output either way (tests/engines/test_llama_cpp.py).
+- micro-batches of at most `MAX_UBATCH` tokens (`SCORING_UBATCH` in the scoring context): the
+  compute buffer llama.cpp reserves for a micro-batch is resident once used (103 MiB at 512
+  tokens, 51 at 256), and on two cores a 512-token micro-batch is no faster than two of 256.
+
+Scoring slots (`scoring_slots`, `--scoring-slots`): a second context, of short sequences, for
+the tool router's prompts only (chat/router.py, "Cost"). Its slots are numbered after the
+conversations' and keep each option's prefix from one request to the next without taking a
+conversation's slot; its scores are bit-identical to the first context's.
 
 Grammars: a JSON Schema is compiled to GBNF by llama-cpp-python's `json_schema_to_gbnf`, and
 enforced by a grammar sampler first in the sequence's sampler chain.
@@ -59,6 +72,12 @@ from toolrpc.types import JSONObject
 logger = logging.getLogger(__name__)
 
 
+MAX_UBATCH = 256
+"""Largest micro-batch of the conversations' context (module docstring)."""
+SCORING_UBATCH = 128
+"""Largest micro-batch of the scoring context: a request's scoring step is ~100-300 tokens."""
+
+
 @dataclass(frozen=True)
 class LlamaCppOptions:
     """How to load a GGUF model: `num_slots` sequences, or with `num_slots` None as many as
@@ -71,8 +90,8 @@ class LlamaCppOptions:
     max_batch_tokens: int = 512
     num_threads: int | None = None
     kv_type: KvCacheType = "f16"
-    flash_attention: bool | None = None
-    """None: on with a q8_0 cache (llama.cpp needs it there), off with f16 (module docstring)."""
+    flash_attention: bool = False
+    """Always on with a q8_0 cache (module docstring)."""
     scoring_slots: int = 0
     """Slots of a second context for scoring prompts only (module docstring), each of
     `SCORING_CONTEXT_LENGTH` tokens; 0: scoring prompts run in the `num_slots`."""
@@ -185,14 +204,12 @@ class LlamaCppRunner:
         slots `first_slot` on; its cleared KV pages given back (engines/resident.py)."""
         options = self.options
         kv_type = options.kv_type if first_slot == 0 else "f16"
-        flash = options.flash_attention
-        if flash is None:
-            flash = kv_type != "f16"
         threads = options.num_threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = context_length * num_slots
         params.n_batch = options.max_batch_tokens
-        params.n_ubatch = options.max_batch_tokens
+        ubatch = MAX_UBATCH if first_slot == 0 else SCORING_UBATCH
+        params.n_ubatch = min(options.max_batch_tokens, ubatch)
         params.n_seq_max = num_slots
         params.n_threads = threads
         params.n_threads_batch = threads
@@ -200,12 +217,13 @@ class LlamaCppRunner:
         params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
         params.flash_attn_type = (
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if flash
+            if options.flash_attention or kv_type != "f16"
             else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         regions = resident.anonymous_regions()
         context = _internals.LlamaContext(model=self._model, params=params, verbose=options.verbose)
-        kv_bytes = params.n_ctx * self._kv_shape.bytes_per_token(kv_type)
+        # llama.cpp pads each sequence's context to a multiple of 256 tokens
+        kv_bytes = llama_cpp.llama_n_ctx(context.ctx) * self._kv_shape.bytes_per_token(kv_type)
         released = resident.release_cleared(regions, kv_bytes)
         logger.info(
             "KV cache of slots %d-%d resident as it fills: %.0f of %.0f MiB given back",

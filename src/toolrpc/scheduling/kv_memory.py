@@ -26,12 +26,11 @@ BYTES_PER_ELEMENT: dict[KvCacheType, float] = {"f16": 2.0, "q8_0": 34 / 32}
 MAX_SLOTS = 64
 """Most sequences a memory budget is turned into (`--parallel` has the same bound)."""
 
-SCORING_CONTEXT_LENGTH = 384
-"""Tokens of a scoring slot (`--scoring-slots`): the tool router's prompts are a tool's task
-and the request (at most 300 characters), or the request and a tool's line, or the answer
-option with this turn's results (at most 600 characters); a longer one runs in a conversation's
-slot. 32 such slots reserve 12,288 tokens (270 MiB at f16 on the embedded model), resident only
-where written."""
+SCORING_CONTEXT_LENGTH = 512
+"""Tokens of a scoring slot (`--scoring-slots`; llama.cpp pads a sequence's context to a
+multiple of 256): the tool router's prompts are a tool's task and the request (at most 300
+characters), or the request and a tool's line, or the answer option with this turn's results
+(at most 600 characters); a longer one runs in a conversation's slot."""
 
 
 @dataclass(frozen=True)
