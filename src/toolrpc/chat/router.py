@@ -75,11 +75,15 @@ per option (~10 tokens each instead of ~35). The prompts go in one step: the loo
 requests that arrive together (scheduling/loop.py). On the 15 no-tool prompts of the evaluation
 set, in process on two cores, the router took a median 0.79 s before, 0.63 s with the scoring
 slots and 0.37 s with the gathering too (one step of ~90 tokens instead of two of ~350); the
-decisions are the same (scores are bit-identical: tests/engines/test_llama_cpp.py). The slot/KV
-trade-off: 32 scoring slots reserve 12,288 tokens of KV (270 MiB at f16 on the embedded model)
-but only what is written becomes resident (engines/resident.py): ~40 tokens per option. With
-more options than scoring slots, or several requests routed at once, an option may find its
-slot busy and is prefilled whole elsewhere; `--scoring-slots 0` puts scoring back in the
+decisions are the same (scores are bit-identical: tests/engines/test_llama_cpp.py), and so are
+the evaluation's figures on all three sets (benchmarks/README.md). The slot/KV trade-off: 16
+scoring slots of 512 tokens reserve 8,192 tokens of KV (180 MiB at f16 on the embedded model),
+of which only what is written becomes resident (engines/resident.py), except that llama.cpp
+without flash attention stores values transposed, so a used slot's values are resident whole
+(5.6 MiB a slot on the embedded model: ~90 MiB with every slot used). 32 slots measured no
+faster on this set (in process, after its tool cases: 0.39 against 0.41 s a no-tool request).
+With more options than scoring slots, or several requests routed at once, an option may find
+its slot busy and is prefilled whole elsewhere; `--scoring-slots 0` puts scoring back in the
 conversations' slots, where at 8 slots every prompt was prefilled whole.
 """
 
