@@ -74,8 +74,9 @@ each prompt the slot holding its longest prefix), so a request prefills only its
 per option (~10 tokens each instead of ~35). The prompts go in one step: the loop gathers
 requests that arrive together (scheduling/loop.py). On the 15 no-tool prompts of the evaluation
 set, in process on two cores, the router took a median 0.79 s before, 0.63 s with the scoring
-slots and 0.37 s with the gathering too (one step of ~90 tokens instead of two of ~350); the
-decisions are the same (scores are bit-identical: tests/engines/test_llama_cpp.py), and so are
+slots and 0.37 s with the gathering too (one step of ~90 tokens instead of two of ~350); at the
+server (`benchmarks/tool_eval.py`, paired medians) it added 0.45-0.64 s instead of 1.06-1.21 s;
+the decisions are the same (scores are bit-identical: tests/engines/test_llama_cpp.py), and so are
 the evaluation's figures on all three sets (benchmarks/README.md). The slot/KV trade-off: 16
 scoring slots of 512 tokens reserve 8,192 tokens of KV (180 MiB at f16 on the embedded model),
 of which only what is written becomes resident (engines/resident.py), except that llama.cpp
