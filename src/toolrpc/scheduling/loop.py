@@ -11,15 +11,12 @@ keeps only what needs text: each request's `TextAssembler` turns tokens into tex
 sequence at a stop string. Closing a request's stream (client gone, time limit) finishes its
 sequence before the next step, so its slot and KV cache are free within one step.
 
-Requests that arrive together start together: when more requests are on their way in
-(tokenizing, building a sampler) than streams decode, a step waits (up to `GATHER_S`) for them,
-delaying those streams' next token once, as the scheduler's burst rule does. The tool router's
-scoring prompts are sent at once but tokenized one by one in worker threads, and the first used
-to start a step alone, the others waiting a whole step behind it: 1 then 9 sequences, 40-100
-ms more than one step of 10 (benchmarks/README.md). A burst of clients beside a stream built
-their samplers on the runner's thread, so each waited for the step in flight and the burst
-went in over several steps. A lone request waits for nothing: it is no longer arriving when
-the loop looks.
+Requests that arrive together start together: when no stream decodes yet, a step waits (up to
+`GATHER_S`) for the requests still on their way in (tokenizing, building a sampler). The tool
+router's scoring prompts are sent at once but tokenized one by one in worker threads, and the
+first used to start a step alone, the others waiting a whole step behind it: 1 then 9
+sequences, 40-100 ms more than one step of 10 (benchmarks/README.md). A lone request waits
+for nothing: it is no longer arriving when the loop looks.
 """
 
 from __future__ import annotations
@@ -363,7 +360,7 @@ class BatchLoop:
                 await self._wake.wait()
                 continue
             self._idle.clear()
-            if self._num_arriving > self._num_decoding():
+            if self._num_arriving and not self._is_decoding():
                 await self._gather_arrivals()
             try:
                 await self._step()
@@ -371,9 +368,9 @@ class BatchLoop:
                 logger.exception("model step failed")
                 self._fail_running(exc)
 
-    def _num_decoding(self) -> int:
-        """Requests whose stream awaits its next token (their prompt computed)."""
-        return sum(not seq.is_prefill and not seq.is_background for seq in self.scheduler.running)
+    def _is_decoding(self) -> bool:
+        """True when some request's stream awaits its next token (its prompt computed)."""
+        return any(not seq.is_prefill and not seq.is_background for seq in self.scheduler.running)
 
     async def _gather_arrivals(self) -> None:
         """Wait up to `GATHER_S` for the requests on their way in (module docstring)."""
