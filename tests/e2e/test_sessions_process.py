@@ -22,7 +22,14 @@ from tests.e2e.conftest import RunningServer, start_server, stop_server
 pytestmark = pytest.mark.slow
 
 EXIT_BOUND_S = 20.0
-LONG = {"max_new_tokens": 1500, "temperature": 0.8, "seed": 1}
+LONG = {
+    "message": "Write a long, detailed essay of at least 3000 words about the history of Rome.",
+    "max_new_tokens": 1500,
+    "temperature": 0.0,
+}
+"""A stream that outlasts the shutdown timeout: greedy, the embedded model writes this essay for
+hundreds of tokens (a sampled "Tell me a long story." ended after 41 tokens, 0.4 s on a fast
+day: under the 1 s timeout of the SIGTERM test)."""
 
 
 def rpc(server: RunningServer, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +64,7 @@ def test_a_sigkill_mid_stream_leaves_only_the_completed_turns(tmp_path: Path) ->
             server, "create_message", {"session_id": "c", "message": "Hi", "max_new_tokens": 8}
         )
         assert "result" in first
-        params = {"session_id": "c", "message": "Tell me a long story.", **LONG}
+        params = {"session_id": "c", **LONG}
         events = events_after_first_delta(server, params, server.process.kill)
         server.process.wait(timeout=EXIT_BOUND_S)
     finally:
@@ -89,9 +96,7 @@ def test_sigterm_lets_a_stream_run_until_the_timeout_then_answers_32003_and_exit
     )
     try:
         terminate = lambda: server.process.send_signal(signal.SIGTERM)  # noqa: E731
-        events = events_after_first_delta(
-            server, {"message": "Tell me a long story.", **LONG}, terminate
-        )
+        events = events_after_first_delta(server, LONG, terminate)
         code = server.process.wait(timeout=EXIT_BOUND_S)
     finally:
         if server.process.poll() is None:
@@ -126,9 +131,7 @@ def test_a_second_sigterm_exits_at_once(tmp_path: Path) -> None:
                 continue
 
     try:
-        events_after_first_delta(
-            server, {"message": "Tell me a long story.", **LONG}, terminate_until_gone
-        )
+        events_after_first_delta(server, LONG, terminate_until_gone)
         code = server.process.wait(timeout=1)
     except subprocess.TimeoutExpired:
         pytest.fail(f"still running {EXIT_BOUND_S} s after repeated SIGTERMs")
