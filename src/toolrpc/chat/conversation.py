@@ -10,9 +10,7 @@ A step:
 2. asks the model (chat/model.py) for one generation under the offer: constrained exactly when
    the offer has a constraint, markup never in a delta, every call accepted by the offer;
 3. with grounding on, generates a forced call again when its arguments use words no one wrote
-   (chat/grounding.py); and when the router chose the tool under `auto` and two of the call's
-   required free-text arguments hold one value, answers without tools instead (the request did
-   not hold what the tool needs: chat/grounding.py, `repeated_arguments`);
+   (chat/grounding.py);
 4. returns the accepted calls (with fresh ids); or, when a call repeats one already answered in
    this turn, generates once more with no tools and ends the turn with `finish_reason:
    "loop_guard"` (chat/loopguard.py), as it does when the round limit took the tools away.
@@ -27,7 +25,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from toolrpc.chat.grounding import bounded, grounded, needs_grounding, repeated_arguments
+from toolrpc.chat.grounding import bounded, grounded, needs_grounding
 from toolrpc.chat.loopguard import guarded, repeated_calls
 from toolrpc.chat.model import ChatModel, Generation, GenerationOptions
 from toolrpc.chat.offer import ToolOffer, offer_tools
@@ -76,8 +74,7 @@ class StepReport:
 
     route: str | None = None
     """The tool router's decision: `tool`, `answer`, `abstain` (no offered tool could be
-    filled, or the call chosen under `auto` filled two arguments with one value), or None when
-    the router did not decide (off, or no tools to route)."""
+    filled), or None when the router did not decide (off, or no tools to route)."""
     num_rejected_calls: int = 0
     """Calls the model wrote that were not accepted (malformed, unknown tool, invalid
     arguments), over every generation of the step."""
@@ -115,7 +112,7 @@ class Chat:
         history = list(request.conversation)
         turn = Turn.of(history)
         turn.check_answered()
-        offer, route, chose_in_auto = await self._offer(request, turn)
+        offer, route = await self._offer(request, turn)
         prompt = guarded(history) if offer.is_round_limited else history
         async for item in self.model.generate(prompt, offer, request.options):
             if isinstance(item, str):
@@ -123,13 +120,6 @@ class Chat:
             else:
                 first = item
         first = await self._grounded(request, prompt, offer, first, turn)
-        if chose_in_auto and _fills_two_with_one(first.calls, offer.tools):
-            route = "abstain"
-            async for item in self._answer_instead(request, history, first):
-                if isinstance(item, str):
-                    yield DeltaEvent(item)
-                else:
-                    first = item
         repeats = repeated_calls(first.calls, turn)
         if first.calls and not repeats:
             calls = [call.model_copy(update={"id": _new_call_id()}) for call in first.calls]
@@ -151,11 +141,10 @@ class Chat:
         result = _result(answer.text, history, turn.num_rounds, reason, answer.usage)
         yield DoneEvent(result, StepReport(route, answer.num_rejected))
 
-    async def _offer(self, request: StepRequest, turn: Turn) -> tuple[ToolOffer, str | None, bool]:
+    async def _offer(self, request: StepRequest, turn: Turn) -> tuple[ToolOffer, str | None]:
         """The offer for the first generation: tool_choice, the round limit, the router's
-        decision and, with grounding, the bounds of a forced call's free-text values; the
-        router's decision as `StepReport.route` names it; and whether the router chose a tool
-        where the request allowed an answer (`auto`)."""
+        decision and, with grounding, the bounds of a forced call's free-text values; and the
+        router's decision as `StepReport.route` names it."""
         offer = offer_tools(
             request.tool_choice,
             request.tools,
@@ -165,16 +154,14 @@ class Chat:
             allows_parallel_calls=request.parallel_tool_calls,
         )
         route = None
-        chose_in_auto = False
         if self.router is not None and offer.tools:
             may_answer = not offer.is_constrained
             decision = await self.router.decide(turn, offer.tools, may_answer=may_answer)
             offer = offer.routed(decision.tool)
             route = "tool" if decision.tool else "abstain" if decision.abstained else "answer"
-            chose_in_auto = may_answer and decision.tool is not None
         if self.ground_arguments:
             offer = offer.narrowed(partial(bounded, texts=turn.sources))
-        return offer, route, chose_in_auto
+        return offer, route
 
     async def _grounded(
         self,
@@ -206,25 +193,6 @@ class Chat:
             num_rejected=first.num_rejected + (second.num_rejected if second is not first else 0),
         )
 
-    async def _answer_instead(
-        self, request: StepRequest, history: Sequence[Message], first: Generation
-    ) -> AsyncGenerator[str | Generation, None]:
-        """An answer with no tools in place of `first`'s call (module docstring, step 3); its
-        usage adds to `first`'s."""
-        answer = first
-        async for item in self.model.generate(
-            history, ToolOffer(answer_schema=request.answer_schema), request.options
-        ):
-            if isinstance(item, str):
-                yield item
-            else:
-                answer = item
-        yield dataclasses.replace(
-            answer,
-            usage=_sum(first.usage, answer.usage),
-            num_rejected=first.num_rejected + answer.num_rejected,
-        )
-
     async def _answer_after(
         self, request: StepRequest, history: Sequence[Message], first: Generation
     ) -> AsyncGenerator[str | Generation, None]:
@@ -246,19 +214,6 @@ class Chat:
         yield Generation(
             text, (), answer.finish_reason, _sum(first.usage, answer.usage), num_rejected
         )
-
-
-def _fills_two_with_one(calls: Sequence[ToolCall], tools: Sequence[Tool]) -> bool:
-    """True when the one call repeats a value across its required free-text arguments."""
-    if len(calls) != 1:
-        return False
-    tool = next((t for t in tools if t.name == calls[0].name), None)
-    if tool is None:
-        return False
-    repeats = repeated_arguments(calls[0].arguments, tool.function.parameters)
-    if repeats:
-        logger.info("abstained after a call to %s: %s repeats a value", tool.name, repeats[0])
-    return bool(repeats)
 
 
 def _sum(first: Usage, second: Usage) -> Usage:

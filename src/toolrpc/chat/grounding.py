@@ -40,13 +40,7 @@ Before a tool is called at all, the router (chat/router.py) asks whether it *can
 numbers (digits, or numerals such as "five" or "dozen") than the tool requires such arguments
 (`unfillable_arguments`): "What is the circumference of a circle with a radius of 3 cm?" cannot
 fill a rectangle's width and height, and "convert some dollars to euros" no amount. Free-text
-arguments give no such evidence before the call: any span of the request can fill them. After
-it they can: when two required free-text arguments of a call `auto` chose hold the same value
-(`repeated_arguments`: `translate("Spanish", "Spanish")` for "Where does the Spanish language
-come from?", `create_calendar_event(title="event", start="event")` for "Add an event to my
-calendar.", `send_email` to, subject and body all "really helpful" for "Thanks, that was really
-helpful!"), the request held one thing to say where the tool needs two, and the step answers in
-prose instead (chat/conversation.py).
+arguments give no such evidence before the call: any span of the request can fill them.
 
 Only top-level properties of the arguments object are checked; nested objects keep the tool's
 schema. Values a tool needs in a form no one wrote (a ticker for a company name) stay the model's
@@ -162,28 +156,6 @@ def ungrounded_arguments(
         for name in free_text_properties(parameters)
         if isinstance(value := arguments.get(name), str) and not is_grounded(value, texts)
     }
-
-
-def repeated_arguments(
-    arguments: Mapping[str, JSONValue], parameters: Mapping[str, Any]
-) -> tuple[str, ...]:
-    """The required free-text arguments whose value (casefolded, edge punctuation removed)
-    another required free-text argument of the call already holds, in the schema's order
-    (module docstring): two parameters that name different things filled with one span."""
-    required = parameters.get("required")
-    if not isinstance(required, list):
-        return ()
-    free = free_text_properties(parameters)
-    seen: set[str] = set()
-    repeats = []
-    for name in required:
-        value = arguments.get(name) if name in free else None
-        if not isinstance(value, str) or not (key := value.casefold().strip(_EDGE_PUNCTUATION)):
-            continue
-        if key in seen:
-            repeats.append(name)
-        seen.add(key)
-    return tuple(repeats)
 
 
 def unfillable_arguments(parameters: Mapping[str, Any], texts: Sequence[str]) -> tuple[str, ...]:
