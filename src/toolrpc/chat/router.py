@@ -60,6 +60,14 @@ in prose (router decisions in process, benchmarks/README.md). Measured candidate
   high). Two more prompts per request for a signal a 135M model does not carry.
 - *the direct channel's calibrated score of the best tool as a per-tool threshold*: not kept;
   near misses scored 0.48, 0.43, 0.68, 0.29, 0.33 where right calls scored 0.11, 0.11, 0.06.
+- *a call that fills two required free-text arguments with one value* (`translate("Spanish",
+  "Spanish")`, `create_calendar_event(title="event", start="event")`, `send_email` with to,
+  subject and body "really helpful"), answered in prose instead of returned: not kept. Main
+  set: near misses 25 of 35 (71.4%), no-tool 14 of 15, but tool cases 18 of 23 (it dropped
+  `convert_currency(80, "JPY", "JPY")` for "80 GBP to JPY", a wrong call counted right);
+  held-out: tool cases 9 of 14 instead of 10 (a legitimate `send_email` whose subject repeated
+  its body became a garbled answer), near misses unchanged at 15 of 18
+  (tool-eval-20261202-120034, -120822, -120725).
 
 Cost. The noisy channel is one prompt per option (the option's task, then the request: ~30
 tokens), the re-ranking one per finalist plus a content-free prior computed once per tool. Only
