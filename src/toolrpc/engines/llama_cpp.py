@@ -128,7 +128,8 @@ class _Context:
 
 
 class LlamaCppRunner:
-    """A ModelRunner over one GGUF model and one llama.cpp context (see the module docstring)."""
+    """A ModelRunner over one GGUF model and its llama.cpp context, and a second one for the
+    scoring slots when there are any (see the module docstring)."""
 
     def __init__(self, options: LlamaCppOptions) -> None:
         """Load the model and create its context.

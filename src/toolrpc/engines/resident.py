@@ -17,7 +17,8 @@ length is left alone, so nothing but the cache is ever dropped; `MADV_NOHUGEPAGE
 from making a whole 2 MiB page resident where transparent huge pages are always on. The server
 loads its model before it serves, so no other thread writes to fresh memory meanwhile. Anywhere
 this cannot be done (not Linux, a llama.cpp that lays its cache out otherwise) the cache stays
-resident as before and a debug line says so.
+resident as before and a debug line says so. The clearing itself still makes the cache resident
+for a moment while the context is created, so the peak at start is what the steady state was.
 """
 
 from __future__ import annotations
