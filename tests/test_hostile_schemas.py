@@ -111,9 +111,9 @@ def test_jsonschema_validates_arguments_of_an_admitted_schema_in_bounded_time(to
 
 @pytest.mark.parametrize("tool", admitted())
 def test_gbnf_builds_or_refuses_an_admitted_schema_in_bounded_time(tool: Tool) -> None:
-    from toolrpc.engines.llama_cpp import _to_gbnf
+    from toolrpc.engines.gbnf import to_gbnf
 
-    outcome = bounded(lambda: _to_gbnf(call_schema([tool])))
+    outcome = bounded(lambda: to_gbnf(call_schema([tool])))
 
     assert isinstance(outcome, str | ValueError)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolrpc.engines.llama_cpp import MAX_ENUMERATED_INTEGERS, _bounded_integers, _to_gbnf
+from toolrpc.engines.gbnf import MAX_ENUMERATED_INTEGERS, bounded_integers, to_gbnf
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ def test_a_small_bounded_integer_range_becomes_an_enum(
 ) -> None:
     schema = {"type": "integer", "description": "how many", **bounds}
 
-    assert _bounded_integers(schema) == {"description": "how many", "enum": values}
+    assert bounded_integers(schema) == {"description": "how many", "enum": values}
 
 
 def test_nested_ranges_are_rewritten_and_everything_else_is_kept() -> None:
@@ -36,7 +36,7 @@ def test_nested_ranges_are_rewritten_and_everything_else_is_kept() -> None:
         },
     }
 
-    lowered = _bounded_integers(schema)
+    lowered = bounded_integers(schema)
 
     assert lowered["properties"]["n"] == {"enum": [1, 2, 3]}
     assert lowered["properties"]["tags"]["items"] == {"enum": [0, 1]}
@@ -45,6 +45,6 @@ def test_nested_ranges_are_rewritten_and_everything_else_is_kept() -> None:
 
 
 def test_the_grammar_of_a_bounded_integer_lists_its_values() -> None:
-    grammar = _to_gbnf({"type": "integer", "minimum": 7, "maximum": 9})
+    grammar = to_gbnf({"type": "integer", "minimum": 7, "maximum": 9})
 
     assert all(f'"{n}"' in grammar for n in (7, 8, 9))

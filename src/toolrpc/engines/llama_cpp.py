@@ -30,25 +30,23 @@ the tool router's prompts only (chat/router.py, "Cost"). Its slots are numbered 
 conversations' and keep each option's prefix from one request to the next without taking a
 conversation's slot; its scores are bit-identical to the first context's.
 
-Grammars: a JSON Schema is compiled to GBNF by llama-cpp-python's `json_schema_to_gbnf`, and
+Grammars: a JSON Schema is compiled to GBNF by llama-cpp-python's `json_schema_to_gbnf`
+(engines/gbnf.py), and
 enforced by a grammar sampler first in the sequence's sampler chain.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import llama_cpp
 import numpy as np
 from llama_cpp import _internals
-from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from toolrpc.engines import resident
 from toolrpc.engines.base import (
@@ -57,6 +55,7 @@ from toolrpc.engines.base import (
 )
 from toolrpc.engines.batched import BatchedEngine
 from toolrpc.engines.default_model import served_name
+from toolrpc.engines.gbnf import to_gbnf
 from toolrpc.generation import ContinuationScore
 from toolrpc.scheduling.kv_memory import (
     MAX_SLOTS,
@@ -269,7 +268,7 @@ class LlamaCppRunner:
         try:
             if json_schema is not None:
                 grammar = llama_cpp.llama_sampler_init_grammar(
-                    self._vocab, _to_gbnf(json_schema).encode("utf-8"), b"root"
+                    self._vocab, to_gbnf(json_schema).encode("utf-8"), b"root"
                 )
                 if not grammar:
                     raise ValueError("llama.cpp refused the grammar built from the JSON Schema")
@@ -412,56 +411,6 @@ def _kv_shape(model: _internals.LlamaModel, metadata: dict[str, str]) -> KvShape
 
 def _is_decode(chunk: RunnerChunk) -> bool:
     return len(chunk.token_ids) == 1 and chunk.score_from is None
-
-
-MAX_ENUMERATED_INTEGERS = 256
-"""Bounded integer ranges up to this size are enforced as an enum (see `_bounded_integers`)."""
-
-
-def _to_gbnf(json_schema: JSONObject) -> str:
-    try:
-        return str(json_schema_to_gbnf(json.dumps(_bounded_integers(json_schema))))
-    except Exception as exc:  # the converter raises bare Exceptions for unsupported schemas
-        raise ValueError(f"cannot turn the JSON Schema into a grammar: {exc}") from exc
-
-
-def _bounded_integers(schema: Any) -> Any:
-    """The schema with each small bounded integer range (`minimum`..`maximum`, up to
-    `MAX_ENUMERATED_INTEGERS` values) written as an `enum`: llama-cpp-python's converter ignores
-    integer bounds, so a call with `"max_results": 0` passed the grammar and then failed
-    validation. Wider ranges keep their bounds for that validation only."""
-    if isinstance(schema, list):
-        return [_bounded_integers(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    lowered = {key: _bounded_integers(value) for key, value in schema.items()}
-    low, high = _integer_bounds(lowered)
-    if low is not None and high is not None and 0 <= high - low < MAX_ENUMERATED_INTEGERS:
-        for key in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-            lowered.pop(key, None)
-        lowered["enum"] = list(range(low, high + 1))
-    return lowered
-
-
-def _integer_bounds(schema: dict[str, Any]) -> tuple[int | None, int | None]:
-    """The inclusive bounds of an integer schema without enum or const, else (None, None)."""
-    if schema.get("type") != "integer" or "enum" in schema or "const" in schema:
-        return None, None
-    lows: list[int] = []
-    highs: list[int] = []
-    for key in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        value = schema.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if key == "minimum":
-            lows.append(math.ceil(value))
-        elif key == "exclusiveMinimum":
-            lows.append(math.floor(value) + 1)
-        elif key == "maximum":
-            highs.append(math.floor(value))
-        else:
-            highs.append(math.ceil(value) - 1)
-    return (max(lows) if lows else None, min(highs) if highs else None)
 
 
 def _sampling_steps(sampling: SamplingParams) -> list[llama_cpp.llama_sampler_p]:
