@@ -119,11 +119,10 @@ class LlamaSampler:
 
 @dataclass(frozen=True)
 class _Context:
-    """A llama.cpp context and the runner's slots it holds (`first_slot` on, `num_slots`)."""
+    """A llama.cpp context and the first of the runner's slots it holds (its sequence 0)."""
 
     handle: _internals.LlamaContext
     first_slot: int
-    num_slots: int
 
 
 class LlamaCppRunner:
@@ -168,11 +167,17 @@ class LlamaCppRunner:
             self.kv_bytes_per_token,
             self._num_slots * options.context_length * self.kv_bytes_per_token / 2**20,
         )
-        self._main = self._new_context(0, self._num_slots, options.context_length)
-        self._contexts = [self._main]
+        self._main = self._new_context(
+            0, self._num_slots, options.context_length, options.kv_type, MAX_UBATCH
+        )
+        self._scoring: _Context | None = None
         if options.scoring_slots:
-            self._contexts.append(
-                self._new_context(self._num_slots, options.scoring_slots, SCORING_CONTEXT_LENGTH)
+            self._scoring = self._new_context(
+                self._num_slots,
+                options.scoring_slots,
+                SCORING_CONTEXT_LENGTH,
+                "f16",
+                SCORING_UBATCH,
             )
         self._batch = llama_cpp.llama_batch_init(options.max_batch_tokens, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
@@ -200,16 +205,22 @@ class LlamaCppRunner:
         """Tokens one scoring slot may hold."""
         return SCORING_CONTEXT_LENGTH if self.options.scoring_slots else 0
 
-    def _new_context(self, first_slot: int, num_slots: int, context_length: int) -> _Context:
+    def _new_context(
+        self,
+        first_slot: int,
+        num_slots: int,
+        context_length: int,
+        kv_type: KvCacheType,
+        ubatch: int,
+    ) -> _Context:
         """A llama.cpp context of `num_slots` sequences of `context_length` tokens each, for
-        slots `first_slot` on; its cleared KV pages given back (engines/resident.py)."""
+        slots `first_slot` on, in micro-batches of at most `ubatch` tokens; its cleared KV
+        pages given back (engines/resident.py)."""
         options = self.options
-        kv_type = options.kv_type if first_slot == 0 else "f16"
         threads = options.num_threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = context_length * num_slots
         params.n_batch = options.max_batch_tokens
-        ubatch = MAX_UBATCH if first_slot == 0 else SCORING_UBATCH
         params.n_ubatch = min(options.max_batch_tokens, ubatch)
         params.n_seq_max = num_slots
         params.n_threads = threads
@@ -233,7 +244,7 @@ class LlamaCppRunner:
             released / 2**20,
             kv_bytes / 2**20,
         )
-        return _Context(context, first_slot, num_slots)
+        return _Context(context, first_slot)
 
     def info(self) -> EngineInfo:
         """Model name, context length and the chat template from the GGUF metadata."""
@@ -293,14 +304,15 @@ class LlamaCppRunner:
         in a third call, on the scoring context.
         """
         results: list[int | ContinuationScore | None] = [None] * len(chunks)
-        scoring = [i for i, chunk in enumerate(chunks) if chunk.slot >= self._num_slots]
-        main = [i for i in range(len(chunks)) if chunks[i].slot < self._num_slots]
+        contexts = [self._context_of(chunk.slot) for chunk in chunks]
+        main = [i for i, context in enumerate(contexts) if context is self._main]
         decodes = [i for i in main if _is_decode(chunks[i])]
         prompts = [i for i in main if not _is_decode(chunks[i])]
+        scoring = [i for i, context in enumerate(contexts) if context is not self._main]
         for group in (decodes, prompts, scoring):
             order = sorted(group, key=lambda i: chunks[i].slot)
             if order:
-                context = self._context_of(chunks[order[0]].slot)
+                context = contexts[order[0]]
                 for index, result in zip(
                     order, self._step_in_order([chunks[i] for i in order], context), strict=True
                 ):
@@ -308,7 +320,9 @@ class LlamaCppRunner:
         return results
 
     def _context_of(self, slot: int) -> _Context:
-        return self._contexts[-1] if slot >= self._num_slots else self._main
+        if slot < self._num_slots or self._scoring is None:
+            return self._main
+        return self._scoring
 
     def _step_in_order(
         self, chunks: list[RunnerChunk], context: _Context
@@ -375,8 +389,9 @@ class LlamaCppRunner:
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
-        for context in self._contexts:
-            context.handle.close()  # type: ignore[no-untyped-call]
+        for context in (self._main, self._scoring):
+            if context is not None:
+                context.handle.close()  # type: ignore[no-untyped-call]
         self._model.close()  # type: ignore[no-untyped-call]
 
     def _piece_bytes(self, token_id: int, *, special: bool) -> bytes:

@@ -55,6 +55,15 @@ the runner's slots (each `context_length` tokens). Every admission asks the runn
 slot's KV to the reused prefix (`take_kv_trims`), which also drops anything a cancelled
 sequence's last step left behind.
 
+Scoring slots: a runner may hold slots for scoring prompts only (`num_scoring_slots`, numbered
+after the conversations'; llama.cpp's second, small context). A scoring sequence whose prompt
+fits one (`scoring_context_length`) goes there, any other sequence to the conversations'
+slots; prefix reuse is the same in both pools, so the tool router's option prefixes stay cached
+across requests without taking a conversation's slot (chat/router.py, "Cost"). Each pool
+admits from the one waiting queue in arrival order, and a sequence never waits for want of a
+slot in the other pool; the queue bound counts every waiting sequence, the free slots of the
+sequence's own pool (`num_places`).
+
 Reuse is limited so that a warm request answers exactly as a cold one (greedy decoding is then
 deterministic whatever the cache holds). Measured with llama.cpp on the embedded model: KV
 computed one token at a time (decode) is not bit-identical to KV computed in a prompt chunk,
