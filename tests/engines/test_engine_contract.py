@@ -196,6 +196,25 @@ async def test_counters_add_up_each_finished_request(engine: Engine) -> None:
     assert stats.num_generated_tokens == sum(u.completion_tokens for u in usages if u)
 
 
+async def test_a_prefix_shared_with_a_running_request_is_reused_and_answers_as_alone(
+    engine: Engine,
+) -> None:
+    """With the slot holding the shared prefix busy, the second request's slot gets a copy of
+    it (scheduling/slots.py): the runner's copy must hold exactly the KV prefilling makes."""
+    shared = "Read this and answer briefly. " * 4
+    long = greedy(shared + "Write a long essay about the history of Rome.", 200)
+    question = greedy(shared + "What is 12 times 12?")
+    async with asyncio.timeout(WAIT_S), aclosing(engine.generate(long)) as chunks:
+        await anext(chunks)
+        beside = await run(engine, question)
+    alone = await run(engine, question)
+
+    assert beside[-1].usage is not None and alone[-1].usage is not None
+    if not isinstance(engine, FakeEngine):  # the fake has no KV cache
+        assert beside[-1].usage.cached_tokens > 20
+    assert text_of(beside) == text_of(alone)
+
+
 async def test_max_new_tokens_ends_the_output_with_length(engine: Engine) -> None:
     chunks = await run(engine, greedy("Write a long essay about the history of Rome.", 3))
 

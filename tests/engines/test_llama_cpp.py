@@ -131,6 +131,26 @@ async def test_a_follow_up_reuses_the_cached_turn_and_answers_as_a_cold_run_does
     assert text(warm) == text(cold)
 
 
+async def test_a_shared_system_prompt_copied_between_slots_answers_as_a_cold_run_does(
+    engine: BatchedEngine,
+) -> None:
+    """Three requests arriving together take slots that hold nothing and copy the system
+    prompt's KV from the slot of the request before them (scheduling/slots.py)."""
+    system = (
+        "<|im_start|>system\nYou are a careful assistant for a travel agency. Answer in one "
+        "short paragraph and never invent prices.<|im_end|>\n"
+    )
+    await run(engine, greedy(system + chatml("Hello!"), 4))
+    prompts = [system + chatml(q) for q in QUESTIONS[:3]]
+
+    warm = await asyncio.gather(*(run(engine, greedy(p)) for p in prompts))
+    cold = [await run_cold(greedy(p)) for p in prompts]
+
+    cached = [chunks[-1].usage.cached_tokens for chunks in warm if chunks[-1].usage]
+    assert len(set(cached)) == 1 and cached[0] > 20  # the system prompt and "<|im_start|>user"
+    assert [text(chunks) for chunks in warm] == [text(chunks) for chunks in cold]
+
+
 async def test_constrained_requests_batched_together_produce_valid_calls_as_when_alone(
     engine: BatchedEngine,
 ) -> None:

@@ -120,6 +120,12 @@ class ScriptedRunner:
         self.events.append(("trim", slot))
         self._kv[slot] = self._kv.get(slot, [])[:keep]
 
+    def copy_slot(self, source: int, slot: int, keep: int) -> None:
+        self.events.append(("copy", slot))
+        if len(self._kv.get(source, [])) < keep:
+            raise AssertionError(f"copy of {keep} positions from slot {source}, which holds fewer")
+        self._kv[slot] = self._kv[source][:keep]
+
     def close(self) -> None:
         self.is_closed = True
 
@@ -448,6 +454,24 @@ async def test_a_follow_up_prompt_reuses_the_cached_prefix_and_reports_it() -> N
     assert follow_up[-1].usage.cached_tokens == 6  # the first prompt and its answer
     assert stats.num_cached_tokens == 6
     assert stats.num_running == 0
+
+
+async def test_requests_arriving_together_copy_a_shared_prefix_from_the_slot_holding_it() -> None:
+    runner = ScriptedRunner(slots=4, context=128)
+    system = "You are a helpful assistant. "  # 29 tokens, shared by every prompt
+    async with batch_loop(runner) as loop:
+        await collect(loop, request(system + "first", max_new_tokens=1))
+        await wait_until_idle(loop)
+        runner.events.clear()
+        prompts = [system + question for question in ("why?", "how so", "when!")]
+        results = await asyncio.gather(*(collect(loop, request(p)) for p in prompts))
+
+    # each answer is its prompt reversed: the runner checked every chunk continued its KV
+    assert [text_of(chunks) for chunks in results] == [p[::-1] for p in prompts]
+    assert [chunks[-1].usage.cached_tokens for chunks in results if chunks[-1].usage] == [
+        len(system)
+    ] * 3
+    assert [kind for kind, _ in runner.events].count("copy") == 2  # the first reuses in place
 
 
 @dataclass

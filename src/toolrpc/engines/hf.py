@@ -242,6 +242,13 @@ class HfRunner:
             [] if keep == 0 else [(k[..., :keep, :], v[..., :keep, :]) for k, v in cache.layers]
         )
 
+    def copy_slot(self, source: int, slot: int, keep: int) -> None:
+        """Make the slot's KV a copy of the first `keep` positions of `source`'s."""
+        layers = self._slots[source].layers if keep else []
+        self._slots[slot].layers = [
+            (k[..., :keep, :].clone(), v[..., :keep, :].clone()) for k, v in layers
+        ]
+
     def close(self) -> None:
         """Drop the caches and the model."""
         self._slots = []

@@ -40,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,6 +384,32 @@ class LlamaCppRunner:
         context = self._context_of(slot)
         memory = llama_cpp.llama_get_memory(context.handle.ctx)
         llama_cpp.llama_memory_seq_rm(memory, slot - context.first_slot, keep, -1)
+
+    def copy_slot(self, source: int, slot: int, keep: int) -> None:
+        """Make the slot's KV the first `keep` positions of `source`'s: llama.cpp copies a
+        sequence's state whole (every position it holds, through a buffer), then the rest is
+        dropped. Raises `ValueError` for slots of two contexts, `RuntimeError` when llama.cpp
+        cannot copy."""
+        context = self._context_of(slot)
+        if self._context_of(source) is not context:
+            raise ValueError(f"slots {source} and {slot} are in different llama.cpp contexts")
+        ctx = context.handle.ctx
+        memory = llama_cpp.llama_get_memory(ctx)
+        src, dst = source - context.first_slot, slot - context.first_slot
+        llama_cpp.llama_memory_seq_rm(memory, dst, -1, -1)
+        if keep == 0:
+            return
+        size = llama_cpp.llama_state_seq_get_size(ctx, src)
+        # an anonymous mapping, so the buffer's pages go back to the kernel when it closes
+        with mmap.mmap(-1, size) as area:
+            data = (ctypes.c_uint8 * size).from_buffer(area)
+            written = llama_cpp.llama_state_seq_get_data(ctx, data, size, src)
+            loaded = written and llama_cpp.llama_state_seq_set_data(ctx, data, written, dst)
+            del data  # the mapping cannot close while exported
+        if not loaded:
+            llama_cpp.llama_memory_seq_rm(memory, dst, -1, -1)
+            raise RuntimeError(f"llama.cpp could not copy slot {source}'s KV into slot {slot}")
+        llama_cpp.llama_memory_seq_rm(memory, dst, keep, -1)
 
     def close(self) -> None:
         """Free the batch, the contexts and the model."""

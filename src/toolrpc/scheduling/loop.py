@@ -49,7 +49,7 @@ from toolrpc.generation import (
 from toolrpc.scheduling.cost import StepCostEstimator
 from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
 from toolrpc.scheduling.runner_calls import release, trim_and_step
-from toolrpc.scheduling.scheduler import Scheduler, common_prefix_len
+from toolrpc.scheduling.scheduler import Scheduler
 from toolrpc.scheduling.sequence import (
     SampledToken,
     ScheduledChunk,
@@ -58,6 +58,7 @@ from toolrpc.scheduling.sequence import (
     StepPlan,
     TokenOutput,
 )
+from toolrpc.scheduling.slots import common_prefix_len
 from toolrpc.scheduling.text import TextAssembler
 from toolrpc.scheduling.waits import QueueWaits
 from toolrpc.types import EngineFinishReason

@@ -107,6 +107,11 @@ class ModelRunner(Protocol):
         """Drop `slot`'s KV cache from position `keep` on (0: all of it)."""
         ...
 
+    def copy_slot(self, source: int, slot: int, keep: int) -> None:
+        """Replace `slot`'s KV cache with the first `keep` positions of `source`'s, byte for
+        byte (two slots of one pool: both conversation slots, or both scoring slots)."""
+        ...
+
     def close(self) -> None:
         """Release the model and the KV cache."""
         ...

@@ -7,7 +7,7 @@ import threading
 
 from toolrpc.generation import ContinuationScore
 from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
-from toolrpc.scheduling.scheduler import KvTrim
+from toolrpc.scheduling.slots import KvTrim
 
 
 def release(runner: ModelRunner, samplers: list[TokenSampler], trims: list[KvTrim]) -> None:
@@ -18,9 +18,12 @@ def release(runner: ModelRunner, samplers: list[TokenSampler], trims: list[KvTri
 
 
 def trim(runner: ModelRunner, trims: list[KvTrim]) -> None:
-    """Apply KV trims (each keeps a slot's first `keep` positions)."""
+    """Apply KV trims in order (each keeps a slot's first `keep` positions, or its source's)."""
     for kv_trim in trims:
-        runner.trim_slot(kv_trim.slot, kv_trim.keep)
+        if kv_trim.source is None:
+            runner.trim_slot(kv_trim.slot, kv_trim.keep)
+        else:
+            runner.copy_slot(kv_trim.source, kv_trim.slot, kv_trim.keep)
 
 
 def trim_and_step(

@@ -47,11 +47,10 @@ step's sampled tokens back, appends them and ends a sequence at end of generatio
 `max_new_tokens`, as nano-vllm's scheduler does; what needs text (stop strings, UTF-8) stays
 in the loop, which ends a sequence with `finish` when a stop string appears.
 
-Prefix reuse: a slot whose sequence finished keeps the KV of its prompt. A new sequence goes
-to the idle slot that shares the longest prefix with its prompt (the previous turn of the same
-conversation, a shared system prompt and tool block), and only the rest is prefilled; with no
-useful match it takes an empty slot, else the least recently used one. The KV budget is thus
-the runner's slots (each `context_length` tokens). Every admission asks the runner to trim the
+Prefix reuse (scheduling/slots.py): a slot whose sequence finished keeps the KV of its prompt,
+and a new sequence goes to the idle slot that shares the longest prefix with its prompt, or
+copies a longer one from a busy slot; only the rest is prefilled. The KV budget is thus the
+runner's slots (each `context_length` tokens). Every admission asks the runner to trim the
 slot's KV to the reused prefix (`take_kv_trims`), which also drops anything a cancelled
 sequence's last step left behind.
 
@@ -88,7 +87,6 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from dataclasses import dataclass, field
 
 from toolrpc.scheduling.cost import StepCost
 from toolrpc.scheduling.sequence import (
@@ -101,6 +99,7 @@ from toolrpc.scheduling.sequence import (
     StepPlan,
     TokenOutput,
 )
+from toolrpc.scheduling.slots import KvTrim, Slot, num_free, place
 
 PREFILL_FLOOR = 16
 """Prompt tokens a step beside decodes gets even when the gap target leaves fewer (module
@@ -117,35 +116,6 @@ more: one). Between two steps the result travels runner thread -> event loop -> 
 for a single stream on two cores that hand-off was ~12% of the time (py-spy: the runner thread
 inside `llama_decode` 88% of a stream). A request that arrives or ends meanwhile interrupts the
 call after its current step (the loop's business: the plan is only an upper bound)."""
-
-
-@dataclass(frozen=True)
-class KvTrim:
-    """Keep only the first `keep` positions of `slot`'s KV cache (0: empty it)."""
-
-    slot: int
-    keep: int
-
-
-@dataclass(eq=False)
-class Slot:
-    """One sequence's room in the KV cache: who runs in it, or which tokens it still holds."""
-
-    index: int
-    seq: Sequence | None = None
-    cached: list[int] = field(default_factory=list)
-    pending: list[int] = field(default_factory=list)
-    """Tokens after `cached` of the slot's last turn, whose KV is not computed as a prompt's."""
-    last_used: int = -1
-
-
-def common_prefix_len(a: list[int], b: list[int], limit: int) -> int:
-    """Length of the common prefix of `a` and `b`, at most `limit`."""
-    n = min(len(a), len(b), limit)
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 class Scheduler:
@@ -193,7 +163,7 @@ class Scheduler:
     def num_slots_free(self) -> int:
         """Slots no request's running sequence holds (background prefill yields its slot); the
         scoring slots not counted."""
-        return _num_free(self.slots)
+        return num_free(self.slots)
 
     def num_places(self, scoring_tokens: int | None = None) -> int:
         """Sequences of one kind that can be added now: the free slots of their pool plus room
@@ -202,7 +172,7 @@ class Scheduler:
         pool = self.slots
         if scoring_tokens is not None and self._fits_scoring(scoring_tokens):
             pool = self.scoring_slots
-        return self.max_waiting + _num_free(pool) - len(self.waiting)
+        return self.max_waiting + num_free(pool) - len(self.waiting)
 
     def accepts(self, seq: Sequence) -> bool:
         """True when adding `seq` would not overflow the waiting queue."""
@@ -239,7 +209,7 @@ class Scheduler:
 
     def _can_admit(self) -> bool:
         """True when some waiting sequence has a free slot."""
-        return any(_num_free(self._pool(seq)) > 0 for seq in self.waiting)
+        return any(num_free(self._pool(seq)) > 0 for seq in self.waiting)
 
     def add(self, seq: Sequence) -> None:
         """Queue a sequence. Raises `OverflowError` when `accepts(seq)` is false."""
@@ -319,7 +289,7 @@ class Scheduler:
         waiting: deque[Sequence] = deque()
         while self.waiting:
             seq = self.waiting.popleft()
-            if _num_free(self._pool(seq)) > 0:
+            if num_free(self._pool(seq)) > 0:
                 self._admit(seq)
             else:
                 waiting.append(seq)
@@ -459,19 +429,13 @@ class Scheduler:
         self.running.append(seq)
 
     def _admit(self, seq: Sequence) -> None:
-        """Give `seq` the idle slot that reuses most of its prompt (module docstring)."""
-        idle = [slot for slot in self._pool(seq) if slot.seq is None]
-        limit = len(seq.prompt_ids) - seq.min_final_chunk
-        best = max(
-            idle, key=lambda s: (common_prefix_len(s.cached, seq.prompt_ids, limit), s.last_used)
-        )
-        reused = common_prefix_len(best.cached, seq.prompt_ids, limit)
-        if reused == 0:  # the lowest empty slot (keeps running ids together), else the LRU one
-            best = min(idle, key=lambda s: (1, s.last_used) if s.cached else (0, s.index))
-        self._trims.append(KvTrim(best.index, reused))
-        best.seq, best.cached, best.pending = seq, [], []
-        seq.slot = best.index
-        seq.num_computed = seq.num_cached = reused
+        """Give `seq` the slot that reuses most of its prompt (scheduling/slots.py)."""
+        placement = place(seq, self._pool(seq), reuse_generated=self.reuse_generated)
+        self._trims.append(placement.kv_trim)
+        slot = placement.slot
+        slot.seq, slot.cached, slot.pending = seq, [], []
+        seq.slot = slot.index
+        seq.num_computed = seq.num_cached = placement.reused
         seq.status = SequenceStatus.RUNNING
         self.running.append(seq)
 
@@ -494,8 +458,3 @@ class Scheduler:
         return ScheduledChunk(
             seq=seq, start=start, token_ids=tuple(seq.token_ids[start : start + size])
         )
-
-
-def _num_free(slots: list[Slot]) -> int:
-    """Slots of `slots` no request's running sequence holds (background prefill yields)."""
-    return sum(slot.seq is None or slot.seq.is_background for slot in slots)
