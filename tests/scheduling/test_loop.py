@@ -20,7 +20,7 @@ import pytest
 
 from toolrpc.errors import ContextLengthExceeded, GenerationCancelled, Overloaded
 from toolrpc.generation import Chunk, ContinuationScore, GenerationRequest, SamplingParams
-from toolrpc.scheduling.loop import GATHER_S, BatchLoop, LoopConfig
+from toolrpc.scheduling.loop import BACKGROUND_AFTER_S, GATHER_S, BatchLoop, LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk
 from toolrpc.scheduling.scheduler import MULTI_STEP_TOKENS
 from toolrpc.types import JSONObject
@@ -472,6 +472,20 @@ async def test_requests_arriving_together_copy_a_shared_prefix_from_the_slot_hol
         len(system)
     ] * 3
     assert [kind for kind, _ in runner.events].count("copy") == 2  # the first reuses in place
+
+
+async def test_background_prefill_waits_for_a_quiet_moment_and_then_runs() -> None:
+    runner = ScriptedRunner(slots=2)
+    async with batch_loop(runner) as loop:
+        await collect(loop, request("x" * 20))  # a 20-token answer left to prefill again
+        steps_after_answer = len(runner.batches)
+        await asyncio.sleep(BACKGROUND_AFTER_S / 3)  # a client working out its next request
+        steps_while_client_works = len(runner.batches) - steps_after_answer
+        await wait_until_idle(loop)
+        background_steps = len(runner.batches) - steps_after_answer
+
+    assert steps_while_client_works == 0
+    assert background_steps > 0
 
 
 @dataclass
