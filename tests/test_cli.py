@@ -226,3 +226,11 @@ def test_an_unknown_command_or_top_level_flag_is_one_line_and_exit_code_2(
     assert len(lines) == 1
     assert lines[0].startswith("toolrpc: error: ")
     assert args[0] in lines[0]
+
+
+def test_the_server_does_not_load_the_terminal_chats_libraries() -> None:
+    """`toolrpc serve` stays free of prompt_toolkit (8.5 MiB resident): only `toolrpc chat`
+    imports it."""
+    code = "import sys, toolrpc.cli, toolrpc.server.app; print('prompt_toolkit' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

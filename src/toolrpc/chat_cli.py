@@ -39,7 +39,6 @@ from toolrpc.client import (
     ToolCallsRequested,
     ToolExchange,
 )
-from toolrpc.client.async_client import DEFAULT_URL
 from toolrpc.client.tools import as_tool
 from toolrpc.errors import ToolRpcError
 from toolrpc.protocol import Message
@@ -49,41 +48,6 @@ HELP = """commands:
   /system [TEXT]  set the system prompt (no TEXT: show it)
   /tools          list the tools the model may call
   /quit           leave (Ctrl-D too); Ctrl-C stops an answer"""
-
-
-def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `toolrpc chat`."""
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"the server (default: {DEFAULT_URL})")
-    parser.add_argument("--api-key", metavar="KEY", help="sent as 'Authorization: Bearer KEY'")
-    parser.add_argument(
-        "--model",
-        metavar="MODEL",
-        help="serve this model in this process instead of using --url ('default': the "
-        "embedded SmolLM2-135M-Instruct)",
-    )
-    parser.add_argument(
-        "--engine", choices=["auto", "llama.cpp", "hf", "fake"], help="the in-process engine"
-    )
-    parser.add_argument(
-        "--tools",
-        action="append",
-        default=[],
-        metavar="MODULE:FUNCTION",
-        help="a Python function (or toolrpc.client.tool) the model may call; repeatable",
-    )
-    parser.add_argument(
-        "--mcp",
-        action="append",
-        default=[],
-        metavar="COMMAND_OR_URL",
-        help="an MCP server whose tools the model may call (toolrpc[mcp]); repeatable",
-    )
-    parser.add_argument("--system", metavar="TEXT", help="the system prompt")
-    parser.add_argument("--temperature", type=float, metavar="NUM", help="sampling temperature")
-    parser.add_argument(
-        "--max-new-tokens", type=int, default=512, metavar="N", help="per answer (default: 512)"
-    )
-    parser.add_argument("--max-iterations", type=int, metavar="N", help="tool rounds per turn")
 
 
 @dataclass

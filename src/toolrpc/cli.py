@@ -30,7 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 
-from toolrpc.chat_cli import add_chat_arguments, run_chat
+from toolrpc.client.async_client import DEFAULT_URL
 from toolrpc.config import FLAG_GROUPS, Settings
 
 logger = logging.getLogger("toolrpc")
@@ -99,6 +99,41 @@ def build_command_line() -> CommandLine:
     )
     add_chat_arguments(chat_parser)
     return CommandLine(toolrpc=toolrpc, serve=serve_parser, chat=chat_parser)
+
+
+def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `toolrpc chat`."""
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"the server (default: {DEFAULT_URL})")
+    parser.add_argument("--api-key", metavar="KEY", help="sent as 'Authorization: Bearer KEY'")
+    parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="serve this model in this process instead of using --url ('default': the "
+        "embedded SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument(
+        "--engine", choices=["auto", "llama.cpp", "hf", "fake"], help="the in-process engine"
+    )
+    parser.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="a Python function (or toolrpc.client.tool) the model may call; repeatable",
+    )
+    parser.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="COMMAND_OR_URL",
+        help="an MCP server whose tools the model may call (toolrpc[mcp]); repeatable",
+    )
+    parser.add_argument("--system", metavar="TEXT", help="the system prompt")
+    parser.add_argument("--temperature", type=float, metavar="NUM", help="sampling temperature")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=512, metavar="N", help="per answer (default: 512)"
+    )
+    parser.add_argument("--max-iterations", type=int, metavar="N", help="tool rounds per turn")
 
 
 def add_flag(
@@ -175,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse's --help (0) and its one-line errors (2)
         return exc.code if isinstance(exc.code, int) else 2
     if args.command == "chat":
+        # imported here: the terminal's libraries (prompt_toolkit) are no part of a server
+        from toolrpc.chat_cli import run_chat
+
         return run_chat(args)
     flags = {name: value for name, value in vars(args).items() if name != "command"}
     try:
