@@ -314,3 +314,30 @@ async def test_scoring_slots_score_as_the_conversation_slots_do_and_keep_each_pr
     assert [s.mean_logprob for s in pooled] == [s.mean_logprob for s in shared]
     assert cached >= sum(len(p) for p, _ in pairs) // 6  # each prefix's tokens (~4 chars each)
     assert all(math.isfinite(s.mean_logprob) for s in again)
+
+
+async def test_a_scoring_prefix_held_by_a_busy_scoring_slot_is_copied_with_the_same_scores() -> (
+    None
+):
+    """Two scoring prompts with a cached prefix arrive together: one reuses the prefix in its
+    slot, the other gets a copy of it in the scoring context (scheduling/slots.py); both score
+    as on an engine whose cache holds nothing."""
+    prefix = "Task: Get the current weather for a city.\nExample request: "
+    continuations = ["Is it raining in Oslo?", "Will it snow in Bergen tomorrow?"]
+    options = LlamaCppOptions(
+        embedded_model_path(), context_length=1024, num_slots=1, scoring_slots=4
+    )
+    pooled = await asyncio.to_thread(load_llama_cpp, options, LoopConfig(token_budget=256))
+    fresh = await load(num_slots=1)
+    try:
+        await pooled.score(prefix, "Hello?")  # leaves the prefix in a scoring slot
+        cached_before = pooled.stats().num_cached_tokens
+        together = await asyncio.gather(*(pooled.score(prefix, c) for c in continuations))
+        cached = pooled.stats().num_cached_tokens - cached_before
+        alone = [await fresh.score(prefix, c) for c in continuations]
+    finally:
+        await pooled.aclose()
+        await fresh.aclose()
+
+    assert [s.mean_logprob for s in together] == [s.mean_logprob for s in alone]
+    assert cached >= 2 * 10  # the ~14-token prefix, twice: in place and copied
