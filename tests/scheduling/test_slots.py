@@ -3,8 +3,9 @@ slot (scheduling/slots.py), and the scheduler's trims that carry it out."""
 
 from __future__ import annotations
 
+from toolrpc.scheduling.cost import StepCost
 from toolrpc.scheduling.scheduler import Scheduler
-from toolrpc.scheduling.sequence import Sequence, SequenceStatus
+from toolrpc.scheduling.sequence import SampledToken, Sequence, SequenceStatus
 from toolrpc.scheduling.slots import (
     COPIED_PER_PROMPT_TOKEN,
     MIN_COPY_GAIN,
@@ -21,6 +22,10 @@ def request(seq_id: int, prefix: list[int], num_own: int = 10) -> Sequence:
     """A sequence whose prompt is `prefix` and then `num_own` tokens of its own."""
     own = [10_000 * (seq_id + 1) + i for i in range(num_own)]
     return Sequence(seq_id=seq_id, prompt_ids=[*prefix, *own], max_new_tokens=20)
+
+
+def sample() -> SampledToken:
+    return SampledToken(7, is_end_of_generation=False)
 
 
 def running_in(slot: Slot, seq: Sequence, num_computed: int) -> Slot:
@@ -126,3 +131,26 @@ def test_a_burst_with_one_system_prompt_copies_it_instead_of_prefilling_it_eight
     assert trims[0] == KvTrim(holder_slot, len(SYSTEM))
     assert all(t.source == holder_slot and t.keep == len(SYSTEM) for t in trims[1:])
     assert {t.slot for t in trims} == {seq.slot for seq in burst}
+
+
+def test_a_copy_beside_a_running_stream_takes_its_time_out_of_the_steps_prompt_tokens() -> None:
+    """Beside a decoding stream, a step holds the prompt tokens that keep it within the gap
+    target (90 here), less the copy's time in prompt tokens (one per 32 positions copied)."""
+    cost = StepCost(fixed_s=0.010, per_decode_row_s=0.010, per_prompt_token_s=0.002)
+    scheduler = Scheduler(num_slots=3, token_budget=512, max_waiting=4, max_token_gap_s=0.2)
+    holder = request(0, SYSTEM, num_own=296)
+    scheduler.add(holder)
+    while not holder.output_ids:
+        plan = scheduler.schedule(step_cost=cost)
+        scheduler.postprocess(plan, 0, [sample() if c.needs_sample else None for c in plan.chunks])
+    newcomer = request(1, SYSTEM, num_own=100)
+    scheduler.add(newcomer)
+
+    chunks = scheduler.schedule(step_cost=cost).chunks
+
+    [decode, prompt] = chunks
+    assert decode.seq is holder and len(decode.token_ids) == 1
+    assert scheduler.take_kv_trims()[-1].source == holder.slot
+    copied = holder.num_computed  # 320 prompt tokens and the first sampled one
+    within_gap = cost.prompt_tokens_within(0.2, 1)
+    assert len(prompt.token_ids) == within_gap - -(-copied // COPIED_PER_PROMPT_TOKEN)

@@ -274,8 +274,10 @@ class Scheduler:
             if not seq.is_prefill and budget > 0:
                 chunks.append(self._chunk(seq, 1))
                 budget -= 1
-        self._admit_waiting()
+        copy_cost = self._admit_waiting()
         prefill = min(budget, self.prefill_budget(len(chunks), step_cost, self._burst(budget)))
+        if chunks:  # beside running streams a copy's time comes out of the prompt tokens
+            prefill = max(0, prefill - copy_cost)
         for seq in self.running:
             if seq.is_prefill and prefill >= min(MIN_FINAL_CHUNK, self._left(seq)):
                 allowed = min(prefill, self._background_chunk) if seq.is_background else prefill
@@ -283,17 +285,20 @@ class Scheduler:
                 prefill, budget = prefill - used, budget - used
         return chunks
 
-    def _admit_waiting(self) -> None:
+    def _admit_waiting(self) -> int:
         """Admit waiting sequences in arrival order, each where its pool has a free slot (a
-        scoring sequence never waits behind a conversation for want of the other's slot)."""
+        scoring sequence never waits behind a conversation for want of the other's slot);
+        returns the time of the prefix copies this asks for, in prompt tokens."""
         waiting: deque[Sequence] = deque()
+        copy_cost = 0
         while self.waiting:
             seq = self.waiting.popleft()
             if num_free(self._pool(seq)) > 0:
-                self._admit(seq)
+                copy_cost += self._admit(seq)
             else:
                 waiting.append(seq)
         self.waiting = waiting
+        return copy_cost
 
     def _burst(self, budget: int) -> int:
         """Requests in their slots awaiting their first token, when all their prompts fit in
@@ -428,8 +433,9 @@ class Scheduler:
         slot.seq, slot.cached, slot.pending = seq, [], []
         self.running.append(seq)
 
-    def _admit(self, seq: Sequence) -> None:
-        """Give `seq` the slot that reuses most of its prompt (scheduling/slots.py)."""
+    def _admit(self, seq: Sequence) -> int:
+        """Give `seq` the slot that reuses most of its prompt (scheduling/slots.py); returns
+        the time of the prefix copy this asks for, in prompt tokens (0: none)."""
         placement = place(seq, self._pool(seq), reuse_generated=self.reuse_generated)
         self._trims.append(placement.kv_trim)
         slot = placement.slot
@@ -438,6 +444,7 @@ class Scheduler:
         seq.num_computed = seq.num_cached = placement.reused
         seq.status = SequenceStatus.RUNNING
         self.running.append(seq)
+        return placement.copy_cost
 
     @staticmethod
     def _chunk(seq: Sequence, max_tokens: int) -> ScheduledChunk:

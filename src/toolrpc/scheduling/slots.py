@@ -21,7 +21,10 @@ more than it costs: at least `MIN_COPY_GAIN` prompt tokens, and no more than
 `COPIED_PER_PROMPT_TOKEN` positions copied per prompt token saved. Measured with llama.cpp on
 the embedded model, two cores: a 345-token sequence copied and trimmed in 18.6 ms (54 us a
 position), where its 24-token shared prefix took 118.6 ms to prefill (4.9 ms a token, ~90x a
-copied position).
+copied position). A copy takes time in the step that makes it, so the scheduler counts it
+against that step's prompt tokens beside running streams (`Placement.copy_cost`, one prompt
+token per `COPIED_PER_PROMPT_TOKEN` positions, rounded up: never more than it saves, and
+about three times what it costs on this machine).
 """
 
 from __future__ import annotations
@@ -69,6 +72,13 @@ class Placement:
     slot: Slot
     reused: int
     source: Slot | None = None
+
+    @property
+    def copy_cost(self) -> int:
+        """The copy's time in prompt tokens (module docstring); 0 without a copy."""
+        if self.source is None or self.source.seq is None:
+            return 0
+        return -(-self.source.seq.num_computed // COPIED_PER_PROMPT_TOKEN)
 
     @property
     def kv_trim(self) -> KvTrim:
