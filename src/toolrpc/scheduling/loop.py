@@ -24,7 +24,9 @@ request at once (a tool loop with a local tool, a benchmark) used to find a back
 just started and wait for it: in a timeline of back-to-back `create_message` calls with tools,
 the router's scoring step waited 0.11 s behind a 16-token chunk begun while the request was
 still in the chat layer, before it reached the loop. A client that takes longer (a person
-reading, a slow tool) still finds its answer prefilled.
+reading, a slow tool) still finds its answer prefilled. The wait is short because a client
+that comes back quickly loses what it would have found done: a follow-up sent right after its
+first turn found 16 tokens of its answer prefilled before, none now (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -76,8 +78,9 @@ logger = logging.getLogger(__name__)
 GATHER_S = 0.02
 """Longest wait of a step for requests on their way in, when no stream decodes (docstring)."""
 
-BACKGROUND_AFTER_S = 0.1
-"""Quiet time, no request arriving or ending, before background prefill starts (docstring)."""
+BACKGROUND_AFTER_S = 0.03
+"""Quiet time, no request arriving or ending, before background prefill starts (docstring):
+longer than a request takes from its arrival to the loop (17 ms with ten tools)."""
 
 T = TypeVar("T")
 
