@@ -20,7 +20,8 @@ import pytest
 
 from toolrpc.errors import ContextLengthExceeded, GenerationCancelled, Overloaded
 from toolrpc.generation import Chunk, ContinuationScore, GenerationRequest, SamplingParams
-from toolrpc.scheduling.loop import BACKGROUND_AFTER_S, GATHER_S, BatchLoop, LoopConfig
+from toolrpc.scheduling import loop as loop_module
+from toolrpc.scheduling.loop import GATHER_S, BatchLoop, LoopConfig
 from toolrpc.scheduling.runner import RunnerChunk
 from toolrpc.scheduling.scheduler import MULTI_STEP_TOKENS
 from toolrpc.types import JSONObject
@@ -474,12 +475,15 @@ async def test_requests_arriving_together_copy_a_shared_prefix_from_the_slot_hol
     assert [kind for kind, _ in runner.events].count("copy") == 2  # the first reuses in place
 
 
-async def test_background_prefill_waits_for_a_quiet_moment_and_then_runs() -> None:
+async def test_background_prefill_waits_for_a_quiet_moment_and_then_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop_module, "BACKGROUND_AFTER_S", 0.5)  # wide: a slow CI stays inside
     runner = ScriptedRunner(slots=2)
     async with batch_loop(runner) as loop:
         await collect(loop, request("x" * 20))  # a 20-token answer left to prefill again
         steps_after_answer = len(runner.batches)
-        await asyncio.sleep(BACKGROUND_AFTER_S / 3)  # a client working out its next request
+        await asyncio.sleep(0.1)  # a client working out its next request
         steps_while_client_works = len(runner.batches) - steps_after_answer
         await wait_until_idle(loop)
         background_steps = len(runner.batches) - steps_after_answer
