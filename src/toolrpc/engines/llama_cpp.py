@@ -393,12 +393,11 @@ class LlamaCppRunner:
         context = self._context_of(slot)
         if self._context_of(source) is not context:
             raise ValueError(f"slots {source} and {slot} are in different llama.cpp contexts")
-        ctx = context.handle.ctx
-        memory = llama_cpp.llama_get_memory(ctx)
-        src, dst = source - context.first_slot, slot - context.first_slot
-        llama_cpp.llama_memory_seq_rm(memory, dst, -1, -1)
+        self.trim_slot(slot, 0)
         if keep == 0:
             return
+        ctx = context.handle.ctx
+        src, dst = source - context.first_slot, slot - context.first_slot
         size = llama_cpp.llama_state_seq_get_size(ctx, src)
         # an anonymous mapping, so the buffer's pages go back to the kernel when it closes
         with mmap.mmap(-1, size) as area:
@@ -407,9 +406,9 @@ class LlamaCppRunner:
             loaded = written and llama_cpp.llama_state_seq_set_data(ctx, data, written, dst)
             del data  # the mapping cannot close while exported
         if not loaded:
-            llama_cpp.llama_memory_seq_rm(memory, dst, -1, -1)
+            self.trim_slot(slot, 0)
             raise RuntimeError(f"llama.cpp could not copy slot {source}'s KV into slot {slot}")
-        llama_cpp.llama_memory_seq_rm(memory, dst, keep, -1)
+        self.trim_slot(slot, keep)
 
     def close(self) -> None:
         """Free the batch, the contexts and the model."""

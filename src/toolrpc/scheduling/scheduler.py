@@ -99,7 +99,7 @@ from toolrpc.scheduling.sequence import (
     StepPlan,
     TokenOutput,
 )
-from toolrpc.scheduling.slots import KvTrim, Slot, num_free, place
+from toolrpc.scheduling.slots import KvTrim, Slot, num_free, place, reusable
 
 PREFILL_FLOOR = 16
 """Prompt tokens a step beside decodes gets even when the gap target leaves fewer (module
@@ -395,8 +395,8 @@ class Scheduler:
             slot = self._slot_at[seq.slot]
             slot.seq = None
             slot.last_used = next(self._clock)
-            kept = seq.token_ids if self.reuse_generated else seq.prompt_ids
-            slot.cached = kept[: seq.num_computed] if keep_cache else []
+            kept = reusable(seq, reuse_generated=self.reuse_generated)
+            slot.cached = kept if keep_cache else []
             slot.pending = []
             if keep_cache and (seq.is_background or not seq.is_prefill):  # a whole turn's answer
                 pending = seq.token_ids[len(slot.cached) :]

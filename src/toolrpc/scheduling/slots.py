@@ -96,6 +96,14 @@ def common_prefix_len(a: list[int], b: list[int], limit: int) -> int:
     return n
 
 
+def reusable(seq: Sequence, *, reuse_generated: bool) -> list[int]:
+    """The tokens of `seq` whose KV another sequence may reuse: its computed prompt tokens, and
+    its computed generated ones too with `reuse_generated` (decode-computed KV is not what a
+    prompt chunk computes: the scheduler's docstring, exact reuse)."""
+    kept = seq.token_ids if reuse_generated else seq.prompt_ids
+    return kept[: seq.num_computed]
+
+
 def num_free(slots: list[Slot]) -> int:
     """Slots of `slots` no request's running sequence holds (background prefill yields)."""
     return sum(slot.seq is None or slot.seq.is_background for slot in slots)
@@ -129,8 +137,8 @@ def _copy_source(
         running = slot.seq
         if running is None or running.is_background:
             continue
-        kept = running.token_ids if reuse_generated else running.prompt_ids
-        shared = common_prefix_len(kept[: running.num_computed], seq.prompt_ids, limit)
+        held = reusable(running, reuse_generated=reuse_generated)
+        shared = common_prefix_len(held, seq.prompt_ids, limit)
         gain = shared - reused
         if gain < MIN_COPY_GAIN or running.num_computed > gain * COPIED_PER_PROMPT_TOKEN:
             continue
