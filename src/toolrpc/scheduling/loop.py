@@ -6,10 +6,11 @@ its worker thread (one step, or several decode steps when the plan says so, cut 
 request arrives or ends), and the scheduler takes each step's tokens back
 (`Scheduler.postprocess`), ending sequences at end of generation and `max_new_tokens`. Each
 runner call is timed and fed to a `StepCostEstimator`, whose current estimate the next plan is
-given (the scheduler sizes prompt chunks beside running streams by it). The loop
-keeps only what needs text: each request's `TextAssembler` turns tokens into text and ends the
-sequence at a stop string. Closing a request's stream (client gone, time limit) finishes its
-sequence before the next step, so its slot and KV cache are free within one step.
+given (the scheduler sizes prompt chunks beside running streams by it). What needs text stays
+out of the scheduler: each request (`ActiveRequest`, scheduling/request.py) turns its tokens
+into text, and a stop string ends its sequence here. Closing a request's stream (client gone,
+time limit) finishes its sequence before the next step, so its slot and KV cache are free
+within one step.
 
 Requests that arrive together start together: when no stream decodes yet, a step waits (up to
 `GATHER_S`) for the requests still on their way in (tokenizing, building a sampler). The tool
@@ -40,7 +41,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from toolrpc.errors import (
@@ -54,10 +55,10 @@ from toolrpc.generation import (
     ContinuationScore,
     EngineStats,
     GenerationRequest,
-    TokenUsage,
 )
 from toolrpc.scheduling.cost import StepCostEstimator
-from toolrpc.scheduling.runner import ModelRunner, RunnerChunk, TokenSampler
+from toolrpc.scheduling.request import ActiveRequest
+from toolrpc.scheduling.runner import ModelRunner, RunnerChunk
 from toolrpc.scheduling.runner_calls import release, trim_and_step
 from toolrpc.scheduling.scheduler import Scheduler
 from toolrpc.scheduling.sequence import (
@@ -66,12 +67,10 @@ from toolrpc.scheduling.sequence import (
     Sequence,
     SequenceStatus,
     StepPlan,
-    TokenOutput,
 )
 from toolrpc.scheduling.slots import common_prefix_len
 from toolrpc.scheduling.text import TextAssembler
 from toolrpc.scheduling.waits import QueueWaits
-from toolrpc.types import EngineFinishReason
 
 logger = logging.getLogger(__name__)
 
@@ -100,20 +99,6 @@ class LoopConfig:
     retry_after_s: float = 2.0
 
 
-@dataclass(eq=False)
-class _Request:
-    seq: Sequence
-    sampler: TokenSampler | None
-    text: TextAssembler
-    queue: asyncio.Queue[Chunk | ContinuationScore | BaseException] = field(
-        default_factory=asyncio.Queue
-    )
-    is_finished: bool = False
-    deadline: float = 0.0
-    queued_at: float = 0.0
-    is_started: bool = False
-
-
 class BatchLoop:
     """Turns a ModelRunner into a stream of chunks per request, batching whatever runs at once."""
 
@@ -131,8 +116,8 @@ class BatchLoop:
             scoring_context_length=runner.scoring_context_length,
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolrpc-runner")
-        self._requests: dict[int, _Request] = {}
-        self._retired: list[_Request] = []
+        self._requests: dict[int, ActiveRequest] = {}
+        self._retired: list[ActiveRequest] = []
         self._ids = itertools.count()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -201,11 +186,11 @@ class BatchLoop:
                 seq = Sequence(
                     seq_id=next(self._ids), prompt_ids=prompt_ids, max_new_tokens=max_new
                 )
-                state = _Request(seq=seq, sampler=sampler, text=TextAssembler(request.stop))
+                state = ActiveRequest(seq=seq, sampler=sampler, text=TextAssembler(request.stop))
                 await self._admit(state)
         try:
             while True:
-                item = await self._next(state)
+                item = await state.next_item()
                 assert isinstance(item, Chunk)
                 yield item
                 if item.finish_reason is not None:
@@ -232,10 +217,10 @@ class BatchLoop:
             )
             if seq.min_final_chunk > self.config.token_budget - self.runner.num_slots:
                 raise InvalidParams("the continuation is too long to score")
-            state = _Request(seq=seq, sampler=None, text=TextAssembler())
+            state = ActiveRequest(seq=seq, sampler=None, text=TextAssembler())
             await self._admit(state)
         try:
-            item = await self._next(state)
+            item = await state.next_item()
             assert isinstance(item, ContinuationScore)
             return item
         finally:
@@ -281,7 +266,7 @@ class BatchLoop:
         finally:
             self._num_reserved -= 1
 
-    async def _admit(self, state: _Request) -> None:
+    async def _admit(self, state: ActiveRequest) -> None:
         """Queue a request's sequence and wake the loop (releases its sampler if refused)."""
         if not self.scheduler.accepts(state.seq) or self._closed:  # changed while we awaited
             if state.sampler is not None:
@@ -293,25 +278,9 @@ class BatchLoop:
         self._idle.clear()
         self._requests[state.seq.seq_id] = state
         self._count(num_requests=1, num_prompt_tokens=len(state.seq.prompt_ids))
-        state.queued_at = asyncio.get_running_loop().time()
-        state.deadline = state.queued_at + self.config.request_timeout_s
+        state.admitted(asyncio.get_running_loop().time(), self.config.request_timeout_s)
         self._ensure_running()
         self._wake.set()
-
-    async def _next(self, state: _Request) -> Chunk | ContinuationScore:
-        """The request's next item. The deadline bounds each wait, never a `yield`: a consumer
-        may read from another task between chunks, and a timeout spanning a yield would cancel
-        whichever task entered it instead of ending this stream."""
-        try:
-            async with asyncio.timeout_at(state.deadline):
-                item = await state.queue.get()
-        except TimeoutError:
-            raise GenerationCancelled(
-                f"generation ran past the time limit of {self.config.request_timeout_s:g} s"
-            ) from None
-        if isinstance(item, BaseException):
-            raise item
-        return item
 
     async def aclose(self) -> None:
         """Fail every open request, stop the loop and release the runner."""
@@ -340,7 +309,7 @@ class BatchLoop:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="toolrpc-batch-loop")
 
-    def _retire(self, state: _Request, *, keep_cache: bool = True) -> None:
+    def _retire(self, state: ActiveRequest, *, keep_cache: bool = True) -> None:
         """Finish a request's sequence now; its sampler is closed after the step in flight."""
         if self._requests.pop(state.seq.seq_id, None) is None:
             return
@@ -470,11 +439,12 @@ class BatchLoop:
                 continue
             score = scores.get(output.seq.seq_id)
             if score is not None:
-                state.queue.put_nowait(score)
-                state.is_finished = True
-                self._retire(state)
+                state.scored(score)
             else:
-                self._on_token(state, output)
+                token = output.token_id
+                state.take_token(output, b"" if token is None else self.runner.token_bytes(token))
+            if state.is_finished:
+                self._retire(state)
 
     def _runner_chunk(self, chunk: ScheduledChunk) -> RunnerChunk:
         seq = chunk.seq
@@ -483,23 +453,3 @@ class BatchLoop:
         sampler = state.sampler if state is not None and chunk.needs_sample else None
         score_from = seq.score_from if chunk.needs_sample else None
         return RunnerChunk(seq.slot, chunk.start, chunk.token_ids, sampler, score_from)
-
-    def _on_token(self, state: _Request, output: TokenOutput) -> None:
-        """Turn a sequence's new token into text; a stop string ends the sequence here."""
-        if output.token_id is None:  # the scheduler ended it at end of generation
-            self._finish(state, state.text.flush(), "stop")
-            return
-        text = state.text.push(self.runner.token_bytes(output.token_id))
-        if state.text.is_stopped:
-            self._finish(state, text, "stop")
-        elif output.finish_reason is not None:
-            self._finish(state, text + state.text.flush(), output.finish_reason)
-        elif text:
-            state.queue.put_nowait(Chunk(text))
-
-    def _finish(self, state: _Request, text: str, reason: EngineFinishReason) -> None:
-        seq = state.seq
-        usage = TokenUsage(len(seq.prompt_ids), seq.num_output, seq.num_cached)
-        state.queue.put_nowait(Chunk(text, finish_reason=reason, usage=usage))
-        state.is_finished = True
-        self._retire(state)
